@@ -1,0 +1,111 @@
+"""Painted labels to what the network learns: a class index per pixel and a mask of pixels that count."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from skimage.segmentation import find_boundaries
+
+from .config import TrainConfig
+from .errors import InputError
+
+#: Classes of an object model.
+BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Targets:
+    """``classes`` holds class indices; ``mask`` is True where a pixel is painted (counts)."""
+
+    classes: np.ndarray
+    mask: np.ndarray
+
+
+def check_labels_dtype(labels: np.ndarray, name: str = "labels") -> np.ndarray:
+    """Integer labels (bool and whole-number floats accepted), never negative."""
+    if labels.dtype.kind == "b":
+        return labels.astype(np.uint8)
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
+            raise InputError(f"{name} must hold whole numbers (painted label ids); found fractions.")
+        labels = labels.astype(np.int64)
+    elif labels.dtype.kind not in "ui":
+        raise InputError(f"{name} must be an integer array of label ids, got dtype {labels.dtype}.")
+    if labels.size and labels.min() < 0:
+        raise InputError(f"{name} contains negative values; label ids must be 0 or more.")
+    return labels
+
+
+def object_classes(ids: np.ndarray, is_object: np.ndarray) -> np.ndarray:
+    """Background / interior / boundary from object ids; boundaries include touching objects."""
+    classes = np.zeros(ids.shape, np.int64)
+    boundary = find_boundaries(ids, connectivity=1, mode="inner") & is_object
+    classes[is_object] = INTERIOR
+    classes[boundary] = BOUNDARY
+    return classes
+
+
+def make_targets(labels: np.ndarray, config: TrainConfig, n_outputs: int) -> Targets:
+    """Class indices and loss mask for one 2-D plane of painted labels (never modified)."""
+    labels = check_labels_dtype(labels)
+    if config.mode == "sparse":
+        mask = labels > 0
+        classes = np.where(mask, labels.astype(np.int64) - 1, 0)
+    elif config.mode == "dense":
+        mask = np.ones(labels.shape, bool)
+        classes = labels.astype(np.int64)
+    elif config.mode == "objects":
+        mask = labels > 0
+        is_object = labels >= 2
+        classes = object_classes(labels, is_object)
+    else:  # objects-dense
+        mask = np.ones(labels.shape, bool)
+        classes = object_classes(labels, labels >= 1)
+    return Targets(classes=classes, mask=mask)
+
+
+def check_painted_classes(labels_planes: list[np.ndarray], config: TrainConfig, n_outputs: int) -> None:
+    """Errors a painter can act on: nothing painted, one class only, labels beyond the model."""
+    present: set[int] = set()
+    for plane in labels_planes:
+        present.update(int(v) for v in np.unique(plane))
+    n_classes = max(n_outputs, 2)
+    if config.mode in ("sparse", "objects"):
+        painted = present - {0}
+        if not painted:
+            raise InputError(
+                "nothing is painted: paint background with label 1 and "
+                + ("each object with its own label from 2." if config.is_objects else "each class with 2, 3, ...")
+                + " Unpainted pixels (0) are ignored."
+            )
+        if config.mode == "sparse":
+            if max(painted) > n_classes:
+                raise InputError(
+                    f"label {max(painted)} is painted but the model has {n_classes} classes, so labels "
+                    f"1..{n_classes} are allowed (1 = background, 2.. = classes). Repaint, or create a "
+                    f"model with n_classes={max(painted)}."
+                )
+            if len(painted) < 2:
+                only = next(iter(painted))
+                missing = "background (label 1)" if only != 1 else "at least one class (label 2)"
+                raise InputError(
+                    f"only label {only} is painted; the model needs two classes to tell apart. "
+                    f"Also paint {missing}."
+                )
+        else:
+            if 1 not in painted:
+                raise InputError("no background is painted: paint some background with label 1.")
+            if not any(v >= 2 for v in painted):
+                raise InputError("no object is painted: paint each object with its own label from 2.")
+    else:
+        if config.mode == "dense" and present and max(present) >= n_classes:
+            raise InputError(
+                f"label {max(present)} appears but the model has {n_classes} classes, so dense labels "
+                f"must be 0..{n_classes - 1}. Use a model with n_classes={max(present) + 1}."
+            )
+        if len(present) < 2:
+            raise InputError(
+                f"the labels hold only the value {next(iter(present), 0)}; dense training needs "
+                "background (0) and at least one class or object."
+            )
