@@ -14,14 +14,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import ndimage as ndi
-from skimage.segmentation import relabel_sequential, watershed
 from torch import nn
 
 from .config import ModelConfig, PredictConfig
 from .errors import InputError
 from .layout import ImageLayout
 from .normalization import check_finite, fit_normalizer
+from .objects import objects_from_probabilities
 
 # --------------------------------------------------------------------------- tiling
 
@@ -198,30 +197,6 @@ def classes_from_probabilities(probs: np.ndarray) -> np.ndarray:
     if probs.shape[0] == 1:
         return (probs[0] > 0.5).astype(np.uint8)
     return np.argmax(probs, axis=0).astype(smallest_uint_dtype(probs.shape[0] - 1))
-
-
-def objects_from_probabilities(probs: np.ndarray, min_size: int = 15) -> np.ndarray:
-    """One id per object from (background, interior, boundary) probabilities.
-
-    Seeds are connected regions of confident interior; a watershed on the interior
-    probability grows them over the foreground, which separates touching objects along
-    the predicted boundaries. Objects smaller than ``min_size`` pixels are dropped and ids
-    are made consecutive from 1 (uint32).
-    """
-    background, interior = probs[0], probs[1]
-    foreground = background < 0.5
-    seeds, _ = ndi.label((interior > 0.5) & foreground)
-    if seeds.max() == 0:
-        return np.zeros(probs.shape[1:], np.uint32)
-    ids = watershed(-interior, markers=seeds, mask=foreground)
-    if min_size > 0:
-        sizes = np.bincount(ids.ravel())
-        small = sizes < min_size
-        small[0] = False
-        if small.any():
-            ids[small[ids]] = 0
-    ids, _, _ = relabel_sequential(ids)
-    return ids.astype(np.uint32, copy=False)
 
 
 @dataclass

@@ -536,6 +536,7 @@ def train_iter(
 def consume(events: Generator[TrainingEvent, None, TrainingHistory], progress_bar: bool = True) -> TrainingHistory:
     """Run a training generator to the end, with a tqdm progress bar on stderr if asked."""
     bar = None
+    best: float | None = None
     try:
         for event in events:
             if isinstance(event, TrainingDone):
@@ -551,8 +552,10 @@ def consume(events: Generator[TrainingEvent, None, TrainingHistory], progress_ba
                 bar.n = round(100 * event.elapsed / max(event.elapsed + left, 1e-9), 1)
                 loss = event.loss if isinstance(event, StepDone) else event.train_loss
                 postfix = {"loss": f"{loss:.3f}"}
-                if isinstance(event, EpochDone) and event.best_validation_dice is not None:
-                    postfix["best val Dice"] = f"{event.best_validation_dice:.3f}"
+                if isinstance(event, EpochDone):
+                    best = event.best_validation_dice
+                if best is not None:
+                    postfix["best val Dice"] = f"{best:.3f}"
                 bar.set_postfix(postfix, refresh=False)
                 bar.refresh()
     finally:
