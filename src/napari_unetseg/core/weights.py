@@ -4,13 +4,15 @@ Formats read:
 
 - native ``.safetensors``: weights plus our JSON config in the file's metadata;
 - the classic Pytorch-UNet state dicts (``inc``, ``down1..``, ``up1..``, ``outc``; bilinear or
-  transposed-conv up-sampling), as ``.pth``/``.pt`` or ``.safetensors``; channels, classes and
-  variant come from the tensor shapes;
+  transposed-conv up-sampling), as ``.pth``/``.pt`` or ``.safetensors``, bare or inside a
+  checkpoint dictionary; channels, classes and variant come from the tensor shapes;
 - our own model's plain ``state_dict`` saved with ``torch.save`` (with or without a JSON file
   of the same name beside it);
 - TorchScript archives.
 
-Nothing here unpickles arbitrary objects: ``torch.load`` always runs with ``weights_only=True``.
+Nothing here unpickles arbitrary objects: every pickle is first scanned without being run
+(:mod:`pickletools`) and refused when it names anything but tensors and plain containers,
+and ``torch.load`` then always runs with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import pickletools
 import re
 import tempfile
 import zipfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from safetensors import safe_open
@@ -32,7 +35,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .config import ModelConfig, NormalizationConfig
-from .errors import UnsafeWeightsError, WeightsFileError
+from .errors import UnetSegError, UnsafeWeightsError, WeightsFileError
 from .model import UNet
 
 METADATA_KEY = "napari_unetseg.config"
@@ -42,6 +45,21 @@ FORMAT_HELP = (
 )
 #: Keys of checkpoint dictionaries that may wrap the state dict.
 CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+#: The first weight of every Pytorch-UNet-style state dict; used to find (prefixed) state dicts.
+FIRST_KEY = "inc.double_conv.0.weight"
+#: Globals a plain tensor pickle may name besides ``torch.*`` (torch's own weights-only list).
+SAFE_GLOBALS = frozenset(
+    {
+        "_codecs.encode",
+        "builtins.bytearray",
+        "builtins.complex",
+        "builtins.set",
+        "builtins.frozenset",
+        "collections.Counter",
+        "collections.OrderedDict",
+    }
+)
+SAVE_SUFFIXES = (".safetensors", ".pt", ".pth")
 
 
 @dataclass
@@ -59,17 +77,31 @@ class LoadedWeights:
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(temporary_path)`` then rename over ``path``: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
+    atomic_write_many([(Path(path), write)])
+
+
+def atomic_write_many(items: Sequence[tuple[Path, Callable[[Path], None]]]) -> None:
+    """Write every file to a temporary name first, then rename them all into place.
+
+    If any write fails, no target is touched and every temporary file is removed, so a
+    weights file and its JSON settings are never left from two different saves.
+    """
+    temporaries: list[Path] = []
     try:
-        write(Path(temporary))
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, path)
+        for path, write in items:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(handle)
+            temporary = Path(name)
+            temporaries.append(temporary)
+            write(temporary)
+            with open(temporary, "rb") as written:
+                os.fsync(written.fileno())
+        for temporary, (path, _) in zip(temporaries, items, strict=True):
+            os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
         raise
 
 
@@ -77,41 +109,197 @@ def sidecar_path(path: Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
+def _jsonable(value: Any) -> Any:
+    """JSON fallback for numpy scalars, arrays and tensors that may sit in a training summary."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return str(value)
+
+
+def config_json(config: ModelConfig, indent: int | None = None) -> str:
+    return json.dumps(config.to_dict(), indent=indent, sort_keys=True, default=_jsonable)
+
+
+def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
 def save_weights(path: str | os.PathLike[str], model: nn.Module, config: ModelConfig) -> Path:
-    """Save as native ``.safetensors`` (weights + config) or ``.pt``/``.pth`` plus a JSON beside it."""
-    path = Path(path)
+    """Save as native ``.safetensors`` (weights + config) or ``.pt``/``.pth`` plus a JSON beside it.
+
+    The write is atomic: until it has fully succeeded, an existing file of that name (and its
+    JSON settings) is left as it was.
+    """
+    path = Path(path).expanduser()
     suffix = path.suffix.lower()
-    if isinstance(model, torch.jit.ScriptModule):
-        if suffix not in (".pt", ".pth"):
-            raise WeightsFileError(
-                f"{path.name}: a TorchScript model can only be saved as .pt or .pth (TorchScript)."
-            )
-        atomic_write(path, lambda tmp: torch.jit.save(model, str(tmp)))
-    elif suffix == ".safetensors":
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        metadata = {METADATA_KEY: config.to_json(), "format": "pt"}
-        atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
-    elif suffix in (".pt", ".pth"):
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        atomic_write(path, lambda tmp: torch.save(state, str(tmp)))
-    else:
+    if suffix not in SAVE_SUFFIXES:
         raise WeightsFileError(
             f"cannot save to {path.name}: use a .safetensors name (recommended) or .pt/.pth."
         )
+    if path.is_dir():
+        raise WeightsFileError(
+            f"cannot save to {path}: it is a folder; give a file name inside it."
+        )
+    writes: list[tuple[Path, Callable[[Path], None]]] = []
+    if isinstance(model, torch.jit.ScriptModule):
+        if suffix == ".safetensors":
+            raise WeightsFileError(
+                f"{path.name}: a TorchScript model can only be saved as .pt or .pth (TorchScript)."
+            )
+        writes.append((path, lambda tmp: torch.jit.save(model, str(tmp))))
+    elif suffix == ".safetensors":
+        state = _plain_state(model)
+        metadata = {METADATA_KEY: config_json(config), "format": "pt"}
+        writes.append((path, lambda tmp: save_file(state, str(tmp), metadata=metadata)))
+    else:
+        state = _plain_state(model)
+        writes.append((path, lambda tmp: torch.save(state, str(tmp))))
     if suffix in (".pt", ".pth"):
-        text = json.dumps(config.to_dict(), indent=2, sort_keys=True)
-        atomic_write(sidecar_path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        text = config_json(config, indent=2)
+
+        def write_sidecar(tmp: Path) -> None:
+            tmp.write_text(text, encoding="utf-8")
+
+        writes.append((sidecar_path(path), write_sidecar))
+    atomic_write_many(writes)
     return path
+
+
+# --------------------------------------------------------------------------- pickle safety
+
+
+@dataclass
+class PickleScan:
+    """What a pickle stream would import, found without running it."""
+
+    globals: list[str] = field(default_factory=list)
+    complete: bool = False
+
+    @property
+    def unsafe(self) -> list[str]:
+        names = [re.sub(r"^__builtin__\.", "builtins.", g) for g in self.globals]
+        return [g for g in names if not (g.startswith("torch.") or g in SAFE_GLOBALS)]
+
+
+_STRING_OPS = frozenset(
+    {
+        "SHORT_BINUNICODE",
+        "BINUNICODE",
+        "BINUNICODE8",
+        "UNICODE",
+        "STRING",
+        "BINSTRING",
+        "SHORT_BINSTRING",
+    }
+)
+
+
+def scan_pickle(stream: IO[bytes], pickles: int = 1) -> PickleScan:
+    """List the globals that up to ``pickles`` consecutive pickles in ``stream`` would import.
+
+    Only opcodes are read (:func:`pickletools.genops`); nothing is constructed or imported.
+    ``complete`` is False when the stream ends or breaks before the expected pickles did.
+    """
+    scan = PickleScan()
+    memo: dict[Any, Any] = {}
+    strings: list[Any] = []
+    try:
+        for _ in range(pickles):
+            for opcode, arg, _pos in pickletools.genops(stream):
+                name = opcode.name
+                if name in _STRING_OPS:
+                    strings.append(arg)
+                elif name in ("GLOBAL", "INST"):
+                    scan.globals.append(str(arg).replace(" ", "."))
+                elif name == "STACK_GLOBAL":
+                    module, qualname = strings[-2:] if len(strings) >= 2 else ["?", "?"]
+                    scan.globals.append(f"{module}.{qualname}")
+                elif name == "MEMOIZE":
+                    memo[len(memo)] = strings[-1] if strings else None
+                elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                    memo[arg] = strings[-1] if strings else None
+                elif name in ("GET", "BINGET", "LONG_BINGET"):
+                    strings.append(memo.get(arg))
+    except (ValueError, EOFError, pickle.UnpicklingError, IndexError, OSError):
+        return scan
+    scan.complete = True
+    return scan
+
+
+def _pickle_members(archive: zipfile.ZipFile) -> list[str]:
+    return [n for n in archive.namelist() if n.endswith(".pkl")]
+
+
+def _scan_file(path: Path, is_zip: bool) -> PickleScan:
+    """Scan every pickle a ``torch.load`` of ``path`` would read."""
+    if is_zip:
+        total = PickleScan(complete=True)
+        try:
+            with zipfile.ZipFile(path) as archive:
+                for member in _pickle_members(archive):
+                    with archive.open(member) as stream:
+                        part = scan_pickle(stream)
+                    total.globals += part.globals
+                    total.complete &= part.complete
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+            total.complete = False
+        return total
+    with open(path, "rb") as stream:
+        # torch.save's legacy format is several pickles in a row (magic number, protocol,
+        # system info, the object, storage keys) followed by raw tensor bytes.
+        return scan_pickle(stream, pickles=5)
+
+
+def _refuse(path: Path, names: list[str]) -> UnsafeWeightsError:
+    unique = list(dict.fromkeys(names))
+    shown = ", ".join(unique[:4]) + (f" and {len(unique) - 4} more" if len(unique) > 4 else "")
+    return UnsafeWeightsError(
+        f"refused to load {path.name}: it holds Python objects ({shown}) that would run code when "
+        "unpickled, so it was not opened. napari-unetseg only loads plain weights; ask for a "
+        "state_dict or .safetensors file from a trusted source."
+    )
+
+
+def _damaged(path: Path, detail: str = "") -> WeightsFileError:
+    return WeightsFileError(
+        f"cannot read {path.name}: the file is damaged, truncated or not a weights file"
+        f"{f' ({detail})' if detail else ''}. {FORMAT_HELP}."
+    )
+
+
+def _torch_load(path: Path, is_zip: bool) -> Any:
+    """``torch.load`` with ``weights_only=True``, after a scan that refuses code-running pickles."""
+    scan = _scan_file(path, is_zip)
+    if scan.unsafe:
+        raise _refuse(path, scan.unsafe)
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+        if found:
+            raise _refuse(path, [found.group(1)]) from None
+        if not scan.complete:
+            raise _damaged(path, "its pickled data ends early") from None
+        raise _damaged(path, "it uses pickle features that plain weights files do not") from None
+    except Exception as error:
+        line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        detail = re.split(r"(?<=\.)\s", line)[0].rstrip(".")[:160]
+        raise _damaged(path, detail) from None
 
 
 # --------------------------------------------------------------------------- reading
 
 
-def _is_safetensors(head: bytes, size: int) -> bool:
-    if len(head) < 9:
-        return False
+def _safetensors_header(head: bytes, size: int) -> str | None:
+    """``"ok"``, ``"truncated"`` (header longer than the file) or None (not safetensors)."""
+    if len(head) < 10 or head[8:9] != b"{":
+        return None
     header_length = int.from_bytes(head[:8], "little")
-    return 0 < header_length <= size - 8 and head[8:9] == b"{"
+    if header_length < 2 or header_length > 100_000_000:
+        return None
+    return "ok" if header_length <= size - 8 else "truncated"
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -120,88 +308,132 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             metadata = dict(handle.metadata() or {})
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except Exception as error:
-        raise WeightsFileError(f"{path.name} looks like safetensors but cannot be read ({error}).") from error
-    return tensors, metadata
-
-
-def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        found = re.search(r"GLOBAL (\S+)|global ['\"]?([\w.]+)", str(error))
-        what = next((g for g in found.groups() if g), "") if found else ""
-        raise UnsafeWeightsError(
-            f"refused to load {path.name}: it holds Python objects{f' ({what})' if what else ''} "
-            "that would run code when unpickled, so it was not opened. napari-unetseg only loads "
-            "plain weights; ask for a state_dict or .safetensors file from a trusted source."
-        ) from None
-    except Exception as error:
         raise WeightsFileError(
-            f"cannot read {path.name}: the file is damaged, truncated or not a weights file "
-            f"({type(error).__name__}). {FORMAT_HELP}."
+            f"cannot read {path.name}: it is a .safetensors file but damaged or truncated "
+            f"({error}). Save or download it again. {FORMAT_HELP}."
         ) from None
+    return tensors, metadata
 
 
 def _is_torchscript(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
-            return any("/code/" in name or name.endswith("constants.pkl") for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
+            return any(
+                "/code/" in name or name.endswith("constants.pkl") for name in archive.namelist()
+            )
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
         return False
+
+
+def _tensors_of(obj: Mapping[Any, Any]) -> dict[str, torch.Tensor]:
+    return {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove wrappers' key prefixes (``module.``, ``_orig_mod.``, ``model.``, ...)."""
+    state = {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in state.items()}
+    if FIRST_KEY in state:
+        return state
+    prefixes = [k[: -len(FIRST_KEY)] for k in state if k.endswith("." + FIRST_KEY)]
+    if len(prefixes) == 1:
+        prefix = prefixes[0]
+        return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
 
 
 def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, Mapping):
+        candidates: list[Mapping[Any, Any]] = []
         for key in CHECKPOINT_KEYS:
             inner = obj.get(key)
-            if isinstance(inner, Mapping) and any(isinstance(v, torch.Tensor) for v in inner.values()):
-                obj = inner
-                break
-        state = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-        if state:
-            # Strip wrappers added by DataParallel and torch.compile.
-            return {re.sub(r"^(module\.|_orig_mod\.)+", "", k): v for k, v in state.items()}
+            if isinstance(inner, Mapping):
+                candidates.append(inner)
+        candidates.append(obj)
+        candidates += [
+            v for k, v in obj.items() if isinstance(v, Mapping) and k not in CHECKPOINT_KEYS
+        ]
+        states = [_strip_prefix(_tensors_of(c)) for c in candidates]
+        for state in states:
+            if FIRST_KEY in state:
+                return state
+        for state in states:
+            if state:
+                return state
     raise WeightsFileError(
-        f"{path.name} holds no tensors napari-unetseg recognises (found {type(obj).__name__}). {FORMAT_HELP}."
+        f"{path.name} holds no tensors napari-unetseg recognises (found {type(obj).__name__}). "
+        f"{FORMAT_HELP}."
     )
+
+
+def _width(state: Mapping[str, torch.Tensor], key: str, dim: int) -> int:
+    tensor = state[key]
+    if tensor.ndim != 4:
+        raise ValueError(f"'{key}' has shape {tuple(tensor.shape)}, not that of a 2-D convolution")
+    return int(tensor.shape[dim])
 
 
 def infer_config(state: Mapping[str, torch.Tensor], path: Path | None = None) -> ModelConfig:
     """Rebuild the layout of a Pytorch-UNet-style state dict from its tensor shapes."""
     name = path.name if path else "the state dict"
-    key = "inc.double_conv.0.weight"
-    if key not in state:
+    if FIRST_KEY not in state:
         raise WeightsFileError(
-            f"{name} is not a U-Net in the Pytorch-UNet layout (no '{key}'; its first keys are "
-            f"{list(state)[:4]}). {FORMAT_HELP}."
+            f"{name} is not a U-Net in the Pytorch-UNet layout (no '{FIRST_KEY}'; its first keys "
+            f"are {list(state)[:4]}). {FORMAT_HELP}."
         )
     depth = 0
     while f"down{depth + 1}.maxpool_conv.1.double_conv.0.weight" in state:
         depth += 1
-    if depth == 0 or f"up{depth}.conv.double_conv.0.weight" not in state or "outc.conv.weight" not in state:
-        raise WeightsFileError(f"{name}: the U-Net layout is incomplete (down/up/outc blocks missing).")
-    encoder = [int(state[key].shape[0])]
-    encoder += [int(state[f"down{i}.maxpool_conv.1.double_conv.3.weight"].shape[0]) for i in range(1, depth + 1)]
-    decoder = [int(state[f"up{i}.conv.double_conv.3.weight"].shape[0]) for i in range(1, depth + 1)]
-    mids = [int(state[f"up{i}.conv.double_conv.0.weight"].shape[0]) for i in range(1, depth + 1)]
-    return ModelConfig(
-        in_channels=int(state[key].shape[1]),
-        n_classes=int(state["outc.conv.weight"].shape[0]),
-        encoder_channels=tuple(encoder),
-        decoder_channels=tuple(decoder),
-        decoder_mid_channels=tuple(mids),
-        upsampling="transposed" if "up1.up.weight" in state else "bilinear",
-        conv_bias="inc.double_conv.0.bias" in state,
-        # The classic project's preprocessing: uint8 scaled to [0, 1].
-        normalization=NormalizationConfig(method="classic"),
-        origin="pytorch-unet",
-    )
+    if (
+        depth == 0
+        or f"up{depth}.conv.double_conv.0.weight" not in state
+        or "outc.conv.weight" not in state
+    ):
+        raise WeightsFileError(
+            f"{name}: the U-Net layout is incomplete (down/up/outc blocks missing). {FORMAT_HELP}."
+        )
+    try:
+        encoder = [_width(state, FIRST_KEY, 0)]
+        encoder += [
+            _width(state, f"down{i}.maxpool_conv.1.double_conv.3.weight", 0)
+            for i in range(1, depth + 1)
+        ]
+        decoder = [
+            _width(state, f"up{i}.conv.double_conv.3.weight", 0) for i in range(1, depth + 1)
+        ]
+        mids = [_width(state, f"up{i}.conv.double_conv.0.weight", 0) for i in range(1, depth + 1)]
+        return ModelConfig(
+            in_channels=_width(state, FIRST_KEY, 1),
+            n_classes=_width(state, "outc.conv.weight", 0),
+            encoder_channels=tuple(encoder),
+            decoder_channels=tuple(decoder),
+            decoder_mid_channels=tuple(mids),
+            upsampling="transposed" if "up1.up.weight" in state else "bilinear",
+            conv_bias="inc.double_conv.0.bias" in state,
+            # The classic project's preprocessing: uint8 scaled to [0, 1].
+            normalization=NormalizationConfig(method="classic"),
+            origin="pytorch-unet",
+        )
+    except (KeyError, ValueError, IndexError) as error:
+        raise WeightsFileError(
+            f"{name} looks like a Pytorch-UNet state dict but its tensors do not fit that layout "
+            f"({error}). {FORMAT_HELP}."
+        ) from None
 
 
 def build_model(state: Mapping[str, torch.Tensor], config: ModelConfig, path: Path) -> UNet:
-    model = UNet(config)
     try:
-        model.load_state_dict(dict(state), strict=True)
+        model = UNet(config)
+    except (UnetSegError, ValueError, RuntimeError) as error:
+        raise WeightsFileError(
+            f"{path.name}: its settings do not describe a U-Net ({error})."
+        ) from None
+    state = dict(state)
+    # Batch-norm step counters do not change predictions; some converters drop them.
+    for key, value in model.state_dict().items():
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = value
+    try:
+        model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         first = str(error).splitlines()[1:3]
         raise WeightsFileError(
@@ -213,13 +445,23 @@ def build_model(state: Mapping[str, torch.Tensor], config: ModelConfig, path: Pa
 
 
 def _read_sidecar(path: Path) -> ModelConfig | None:
+    """Our settings from the JSON beside ``path``; None when there is none or it is not ours."""
     side = sidecar_path(path)
     if not side.is_file():
         return None
     try:
-        return ModelConfig.from_json(side.read_text(encoding="utf-8"))
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None  # not our JSON (ours is always valid); someone else's notes
+    if not isinstance(data, dict) or not {"in_channels", "encoder_channels"} <= data.keys():
+        return None
+    try:
+        return ModelConfig.from_dict(data)
     except (ValueError, TypeError) as error:
-        raise WeightsFileError(f"{side.name} (settings beside {path.name}) cannot be read: {error}") from None
+        raise WeightsFileError(
+            f"{side.name} (the settings beside {path.name}) cannot be used: {error} "
+            f"Move {side.name} away to load {path.name} with its layout inferred."
+        ) from None
 
 
 def _torchscript_config(model: torch.jit.ScriptModule, path: Path) -> ModelConfig:
@@ -233,10 +475,13 @@ def _torchscript_config(model: torch.jit.ScriptModule, path: Path) -> ModelConfi
     except Exception as error:
         raise WeightsFileError(
             f"{path.name}: the TorchScript model does not take a (1, {in_channels}, 64, 64) image "
-            f"({type(error).__name__})."
+            f"({type(error).__name__}). Export it from a model that takes (N, C, H, W) images."
         ) from None
     if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[-2:] != (64, 64):
-        raise WeightsFileError(f"{path.name}: the TorchScript model does not return (N, C, H, W) logits.")
+        raise WeightsFileError(
+            f"{path.name}: the TorchScript model does not return (N, C, H, W) logits of the "
+            "image's size, so it cannot be used for segmentation."
+        )
     # Placeholder widths: a TorchScript model is never rebuilt, depth 5 keeps tiles multiples of 32.
     return ModelConfig(
         in_channels=in_channels,
@@ -249,43 +494,105 @@ def _torchscript_config(model: torch.jit.ScriptModule, path: Path) -> ModelConfi
     )
 
 
+def _load_torchscript(path: Path) -> LoadedWeights:
+    try:
+        scripted = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+    except Exception as error:
+        raise WeightsFileError(
+            f"cannot read {path.name}: it looks like a TorchScript archive but is damaged or "
+            f"incomplete ({type(error).__name__}). {FORMAT_HELP}."
+        ) from None
+    scripted.eval()
+    config = _read_sidecar(path) or _torchscript_config(scripted, path)
+    return LoadedWeights(scripted, config.replace(origin="torchscript"), path, "torchscript")
+
+
+def _load_safetensors(path: Path) -> LoadedWeights:
+    tensors, metadata = _read_safetensors(path)
+    if METADATA_KEY in metadata:
+        try:
+            config = ModelConfig.from_json(metadata[METADATA_KEY])
+        except (ValueError, TypeError) as error:
+            raise WeightsFileError(
+                f"{path.name}: its stored settings are invalid ({error}). {FORMAT_HELP}."
+            ) from None
+        return LoadedWeights(build_model(tensors, config, path), config, path, "native")
+    state = _unwrap_state_dict(tensors, path)
+    config = infer_config(state, path)
+    return LoadedWeights(build_model(state, config, path), config, path, "safetensors")
+
+
+def _looks_like_pickle(head: bytes) -> bool:
+    """Protocol 2+ starts with PROTO; protocol 0/1 pickles of objects start with these opcodes."""
+    return head[:1] == b"\x80" or head[:1] in (b"c", b"(", b"}", b"]", b"i")
+
+
 def load_weights(path: str | os.PathLike[str]) -> LoadedWeights:
-    """Read any supported weights file into a model on the CPU, with its config."""
-    path = Path(path)
+    """Read any supported weights file into a model on the CPU, with its config.
+
+    Raises
+    ------
+    WeightsFileError
+        The file is missing, empty, damaged, of a format not listed above, or its tensors do
+        not form a U-Net. The message names the file and the formats expected.
+    UnsafeWeightsError
+        The file holds pickled Python objects that would run code when loaded; it is refused
+        without being unpickled.
+    """
+    path = Path(path).expanduser()
     if not path.exists():
-        raise WeightsFileError(f"no weights file at {path}.")
+        raise WeightsFileError(
+            f"no weights file at {path}; check the name and folder. {FORMAT_HELP}."
+        )
     if path.is_dir():
-        raise WeightsFileError(f"{path} is a folder; choose a weights file inside it. {FORMAT_HELP}.")
-    size = path.stat().st_size
+        raise WeightsFileError(
+            f"{path} is a folder; choose a weights file inside it. {FORMAT_HELP}."
+        )
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError as error:
+        raise WeightsFileError(f"cannot open {path}: {error.strerror or error}.") from None
     if size == 0:
         raise WeightsFileError(f"{path.name} is empty (0 bytes). {FORMAT_HELP}.")
-    with open(path, "rb") as handle:
-        head = handle.read(16)
 
-    if _is_safetensors(head, size):
-        tensors, metadata = _read_safetensors(path)
-        if METADATA_KEY in metadata:
-            try:
-                config = ModelConfig.from_json(metadata[METADATA_KEY])
-            except (ValueError, TypeError) as error:
-                raise WeightsFileError(f"{path.name}: its stored settings are invalid ({error}).") from None
-            return LoadedWeights(build_model(tensors, config, path), config, path, "native")
-        state = _unwrap_state_dict(tensors, path)
-        config = infer_config(state, path)
-        return LoadedWeights(build_model(state, config, path), config, path, "safetensors")
+    safetensors_header = _safetensors_header(head, size)
+    if safetensors_header == "truncated":
+        raise WeightsFileError(
+            f"cannot read {path.name}: it is a .safetensors file cut short ({size} bytes, less "
+            f"than its own header announces). Save or download it again. {FORMAT_HELP}."
+        )
+    if safetensors_header == "ok":
+        return _load_safetensors(path)
 
-    if head.startswith(b"PK\x03\x04") and _is_torchscript(path):
-        try:
-            scripted = torch.jit.load(str(path), map_location="cpu")
-        except Exception as error:
-            raise WeightsFileError(f"{path.name}: TorchScript archive cannot be read ({error}).") from None
-        scripted.eval()
-        config = _read_sidecar(path) or _torchscript_config(scripted, path)
-        return LoadedWeights(scripted, config.replace(origin="torchscript"), path, "torchscript")
-
-    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
-        raise WeightsFileError(f"{path.name} is not a weights file napari-unetseg knows. {FORMAT_HELP}.")
-    state = _unwrap_state_dict(_torch_load(path), path)
+    is_zip = head.startswith(b"PK\x03\x04")
+    if is_zip and _is_torchscript(path):
+        return _load_torchscript(path)
+    if not (is_zip or _looks_like_pickle(head)):
+        raise WeightsFileError(
+            f"{path.name} is not a weights file napari-unetseg knows. {FORMAT_HELP}."
+        )
+    if not is_zip and head[:1] != b"\x80":
+        # An old-protocol pickle: never a torch weights file, but say so loudly if it runs code.
+        with open(path, "rb") as stream:
+            scan = scan_pickle(stream)
+        if scan.unsafe:
+            raise _refuse(path, scan.unsafe)
+        raise WeightsFileError(
+            f"{path.name} is not a weights file napari-unetseg knows. {FORMAT_HELP}."
+        )
+    state = _unwrap_state_dict(_torch_load(path, is_zip), path)
     sidecar = _read_sidecar(path)
-    config = sidecar or infer_config(state, path)
-    return LoadedWeights(build_model(state, config, path), config, path, "state_dict")
+    if sidecar is None:
+        config = infer_config(state, path)
+        return LoadedWeights(build_model(state, config, path), config, path, "state_dict")
+    try:
+        model = build_model(state, sidecar, path)
+    except WeightsFileError as error:
+        side = sidecar_path(path).name
+        raise WeightsFileError(
+            f"{error} The settings come from {side} beside it, which may belong to other "
+            f"weights: move {side} away to load {path.name} with its layout inferred."
+        ) from None
+    return LoadedWeights(model, sidecar, path, "state_dict")
