@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from napari_unetseg.core import InputError, TrainConfig
+from napari_unetseg.core.targets import BOUNDARY, INTERIOR, check_painted_classes, make_targets
+
+
+def test_sparse_labels_shift_classes_and_mask_unpainted():
+    labels = np.array([[0, 1, 2], [3, 0, 1]], np.uint8)
+    targets = make_targets(labels, TrainConfig(mode="sparse"), 3)
+    np.testing.assert_array_equal(targets.mask, labels > 0)
+    np.testing.assert_array_equal(targets.classes[targets.mask], [0, 1, 2, 0])
+
+
+def test_dense_labels_count_every_pixel():
+    labels = np.array([[0, 1], [2, 0]], np.uint8)
+    targets = make_targets(labels, TrainConfig(mode="dense"), 3)
+    assert targets.mask.all()
+    np.testing.assert_array_equal(targets.classes, labels)
+
+
+def test_touching_objects_get_a_boundary_between_them():
+    labels = np.ones((12, 12), np.uint16)
+    labels[2:10, 2:6] = 2
+    labels[2:10, 6:10] = 3  # touches object 2 along a vertical line
+    labels[0, :] = 0  # unpainted row
+    targets = make_targets(labels, TrainConfig(mode="objects"), 3)
+    assert targets.classes[5, 5] == BOUNDARY and targets.classes[5, 6] == BOUNDARY
+    assert targets.classes[5, 3] == INTERIOR
+    assert targets.classes[5, 2] == BOUNDARY  # edge against background
+    assert not targets.mask[0].any()
+    dense = make_targets(labels - 1, TrainConfig(mode="objects-dense"), 3)
+    assert dense.mask.all() and dense.classes[5, 5] == BOUNDARY
+
+
+def test_labels_are_never_modified():
+    labels = np.zeros((8, 8), np.uint8)
+    labels[:4] = 1
+    labels[4:] = 2
+    before = labels.copy()
+    for mode in ("sparse", "dense", "objects", "objects-dense"):
+        make_targets(labels, TrainConfig(mode=mode), 3)
+    np.testing.assert_array_equal(labels, before)
+
+
+@pytest.mark.parametrize(
+    ("labels", "mode", "n_outputs", "message"),
+    [
+        (np.zeros((4, 4), np.uint8), "sparse", 2, "nothing is painted"),
+        (np.full((4, 4), 2, np.uint8), "sparse", 2, "only label 2 is painted.*background"),
+        (np.full((4, 4), 1, np.uint8), "sparse", 2, "only label 1 is painted.*class"),
+        (np.array([[1, 2], [3, 0]], np.uint8), "sparse", 2, "label 3 is painted but the model has 2 classes"),
+        (np.array([[0, 1], [4, 0]], np.uint8), "dense", 3, "label 4 appears"),
+        (np.zeros((4, 4), np.uint8), "dense", 2, "only the value 0"),
+        (np.full((4, 4), 5, np.uint8), "objects", 3, "no background"),
+        (np.full((4, 4), 1, np.uint8), "objects", 3, "no object"),
+    ],
+)
+def test_painting_mistakes_explain_what_to_do(labels, mode, n_outputs, message):
+    with pytest.raises(InputError, match=message):
+        check_painted_classes([labels], TrainConfig(mode=mode), n_outputs)
