@@ -1,0 +1,107 @@
+"""Object models: instance ids, touching objects separated, nothing cut at tile borders."""
+
+import numpy as np
+import pytest
+import torch
+from skimage.draw import ellipse
+from torch import nn
+
+from napari_unetseg.core import ModelConfig, NormalizationConfig, Segmenter, TrainConfig
+from napari_unetseg.core.metrics import match_objects, object_f1
+from napari_unetseg.core.objects import objects_from_probabilities
+from napari_unetseg.core.synthetic import nuclei_scene
+
+
+class IntensityOracle(nn.Module):
+    """A stand-in network: 0 -> background, 1 -> interior, 0.5 -> boundary, pixel by pixel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = x[:, :1]
+        return torch.cat([-20 * v + 5, -20 * (v - 1).abs() + 5, -20 * (v - 0.5).abs() + 5], 1) * 4
+
+
+def oracle_segmenter() -> Segmenter:
+    config = ModelConfig.native(task="objects", normalization=NormalizationConfig(method="none"))
+    return Segmenter(IntensityOracle(), config, device="cpu")
+
+
+def touching_ellipses(shape=(200, 230)):
+    truth = np.zeros(shape, np.uint16)
+    n = 0
+    for cy in range(20, shape[0] - 20, 30):
+        for cx in range(22, shape[1] - 22, 36):
+            n += 1
+            rr, cc = ellipse(cy, cx, 15, 19, shape=shape)  # neighbours overlap: they touch
+            truth[rr, cc] = n
+    image = np.where(truth > 0, 1.0, 0.0).astype(np.float32)
+    edges = np.zeros(shape, bool)
+    edges[:, 1:] |= truth[:, 1:] != truth[:, :-1]
+    edges[1:, :] |= truth[1:, :] != truth[:-1, :]
+    image[edges & (truth > 0)] = 0.5
+    return image, truth
+
+
+@pytest.mark.parametrize("tile_size", [64, 96, 512])
+def test_objects_crossing_tile_borders_are_neither_cut_nor_duplicated(tile_size):
+    image, truth = touching_ellipses()
+    labels = oracle_segmenter().segment(image, tile_size=tile_size, overlap=16, min_object_size=5)
+    result = match_objects(truth, labels, 0.7)
+    assert result.false_positives == 0 and result.false_negatives == 0
+    assert labels.max() == truth.max()
+    np.testing.assert_array_equal(np.unique(labels), np.arange(labels.max() + 1))  # consecutive ids
+
+
+def test_stack_ids_are_unique_across_planes():
+    image, truth = touching_ellipses((96, 96))
+    stack = np.stack([image, image[::-1], image])
+    labels = oracle_segmenter().segment(stack)
+    per_plane = [set(np.unique(p)) - {0} for p in labels]
+    assert all(per_plane) and not (per_plane[0] & per_plane[1]) and not (per_plane[1] & per_plane[2])
+    assert labels.max() == sum(len(p) for p in per_plane)
+    assert labels.dtype == np.uint8
+
+
+def test_small_objects_are_dropped_and_ids_stay_consecutive():
+    probs = np.zeros((3, 40, 40), np.float32)
+    probs[0] = 1
+    for (y, x, r) in [(10, 10, 6), (30, 30, 6), (30, 8, 1)]:
+        probs[:, y - r : y + r + 1, x - r : x + r + 1] = [[[0]], [[1]], [[0]]]
+    ids = objects_from_probabilities(probs, min_size=20)
+    assert ids.max() == 2
+    assert set(np.unique(ids)) == {0, 1, 2}
+
+
+def test_object_model_file_restores_object_behaviour(tmp_path):
+    seg = Segmenter.create(task="objects", base_width=4, depth=2)
+    loaded = Segmenter.load(seg.save(tmp_path / "objects.safetensors"))
+    assert loaded.is_objects and loaded.config.names == ("background", "interior", "boundary")
+    image = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    assert loaded.predict_proba(image).shape == (3, 32, 32)
+    assert loaded.segment(image).dtype.kind == "u"
+
+
+def test_object_mode_needs_an_object_model():
+    scene = nuclei_scene((64, 64), seed=1)
+    seg = Segmenter.create(base_width=4, depth=2)
+    with pytest.raises(ValueError, match="task='objects'"):
+        seg.train(scene.image, scene.painted_objects, TrainConfig(mode="objects", max_epochs=1), progress=False)
+
+
+def test_metrics_match_one_to_one():
+    truth = np.zeros((10, 10), np.uint8)
+    truth[:5, :5], truth[5:, 5:] = 1, 2
+    predicted = np.zeros_like(truth)
+    predicted[:5, :5] = 7  # perfect
+    predicted[5:, 5:7] = 3  # too small: IoU 0.4
+    result = match_objects(truth, predicted, 0.5)
+    assert (result.true_positives, result.false_positives, result.false_negatives) == (1, 1, 1)
+    assert object_f1(truth, truth) == 1.0
+
+
+@pytest.mark.slow
+def test_touching_nuclei_are_separated_after_short_training():
+    scene = nuclei_scene((256, 256), seed=2)
+    seg = Segmenter.create(task="objects", device="cpu")
+    seg.train(scene.image, scene.painted_objects, TrainConfig(max_seconds=None, max_epochs=8), progress=False)
+    labels = seg.segment(scene.image)
+    assert object_f1(scene.instances, labels, 0.5) >= 0.9

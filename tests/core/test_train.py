@@ -1,0 +1,172 @@
+"""Training behaviour: determinism, stopping, best weights, stacks, lists, fine-tuning, validation."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unetseg.core import EpochDone, Segmenter, StepDone, TrainConfig, TrainingDone, TrainingStarted
+from napari_unetseg.core.metrics import dice
+from napari_unetseg.core.synthetic import nuclei_scene, shapes_scene
+from napari_unetseg.core.train import TrainingPlane, split_validation
+
+TINY = {"base_width": 4, "depth": 2, "device": "cpu"}
+
+
+def quick(**changes):
+    settings = {"max_seconds": None, "max_epochs": 2, "steps_per_epoch": 3, "batch_size": 2, "patch_size": 32}
+    return TrainConfig(**(settings | changes))
+
+
+def state_of(segmenter):
+    return {k: v.clone() for k, v in segmenter.model.state_dict().items()}
+
+
+def states_equal(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_is_deterministic_with_a_seed(nuclei_small):
+    runs = []
+    for _ in range(2):
+        seg = Segmenter.create(**TINY, seed=1)
+        seg.train(nuclei_small.image, nuclei_small.painted, quick(seed=7), progress=False)
+        runs.append(state_of(seg))
+    assert states_equal(*runs)
+    other = Segmenter.create(**TINY, seed=1)
+    other.train(nuclei_small.image, nuclei_small.painted, quick(seed=8), progress=False)
+    assert not states_equal(runs[0], state_of(other))
+
+
+def test_events_arrive_in_order_and_describe_progress(nuclei_small):
+    seg = Segmenter.create(**TINY)
+    events = list(seg.train_iter(nuclei_small.image, nuclei_small.painted, quick()))
+    assert isinstance(events[0], TrainingStarted)
+    assert events[0].train_pixels > 0 and events[0].validation_pixels > 0
+    assert isinstance(events[-1], TrainingDone)
+    steps = [e for e in events if isinstance(e, StepDone)]
+    epochs = [e for e in events if isinstance(e, EpochDone)]
+    assert [e.step for e in steps] == list(range(1, 7))
+    assert len(epochs) == 2 and all(e.validation_dice is not None for e in epochs)
+    assert all(np.isfinite(e.loss) and e.remaining is not None for e in steps)
+    history = events[-1].history
+    assert history.stop_reason == "epochs" and history.steps == 6
+    assert seg.config.training["steps"] == 6 and seg.config.training["mode"] == "sparse"
+    assert not seg.model.training  # left in eval mode
+
+
+def test_stop_ends_within_one_step_and_keeps_the_best_weights(nuclei_small):
+    seg = Segmenter.create(**TINY)
+    stop = threading.Event()
+    best_state, steps_after_stop = None, 0
+    gen = seg.train_iter(
+        nuclei_small.image, nuclei_small.painted, quick(max_epochs=50, steps_per_epoch=2), stop=stop
+    )
+    for event in gen:
+        if isinstance(event, EpochDone) and event.improved:
+            best_state = state_of(seg)
+        if isinstance(event, StepDone):
+            if stop.is_set():
+                steps_after_stop += 1
+            if event.step == 5:
+                stop.set()
+        if isinstance(event, TrainingDone):
+            history = event.history
+    assert steps_after_stop == 0
+    assert history.stop_reason == "stopped" and history.steps == 5
+    assert best_state is not None and states_equal(best_state, state_of(seg))
+
+
+def test_closing_the_generator_stops_cleanly(nuclei_small):
+    seg = Segmenter.create(**TINY)
+    gen = seg.train_iter(nuclei_small.image, nuclei_small.painted, quick(max_epochs=50))
+    for event in gen:
+        if isinstance(event, StepDone) and event.step == 2:
+            break
+    gen.close()
+    assert seg.config.training["stop_reason"] == "stopped"
+    assert not seg.model.training
+
+
+def test_time_budget_ends_training():
+    scene = nuclei_scene((64, 64), seed=2)
+    seg = Segmenter.create(**TINY)
+    history = seg.train(scene.image, scene.painted, quick(max_seconds=1.0, max_epochs=None), progress=False)
+    assert history.stop_reason == "time" and history.steps >= 1
+
+
+def test_a_stack_trains_on_its_painted_planes_only():
+    scene = nuclei_scene((64, 64), seed=4)
+    stack = np.stack([scene.image] * 5)
+    labels = np.zeros(stack.shape, np.uint8)
+    labels[1] = scene.painted
+    labels[3] = scene.painted
+    seg = Segmenter.create(**TINY)
+    started = next(seg.train_iter(stack, labels, quick()))
+    assert started.n_planes == 2
+
+
+def test_several_image_label_pairs_train_together():
+    scenes = [nuclei_scene((64, 64), seed=s) for s in (5, 6)]
+    seg = Segmenter.create(**TINY)
+    events = seg.train_iter([s.image for s in scenes], [s.painted for s in scenes], quick())
+    assert next(events).n_planes == 2
+
+
+def test_rgb_and_multichannel_images_train_and_segment():
+    scene = nuclei_scene((64, 64), seed=7)
+    rgb = np.stack([scene.image // 256] * 3, -1).astype(np.uint8)
+    seg = Segmenter.create(in_channels=3, **TINY)
+    seg.train(rgb, scene.painted, quick(), progress=False)
+    assert seg.segment(rgb).shape == (64, 64)
+    two = np.stack([scene.image, scene.image[::-1]])
+    seg2 = Segmenter.create(in_channels=2, **TINY)
+    seg2.train(two, scene.painted, quick(), progress=False)
+    assert seg2.segment(two).shape == (64, 64)
+
+
+def test_fine_tuning_a_saved_model_keeps_its_normalisation(tmp_path, nuclei_small):
+    seg = Segmenter.create(**TINY)
+    seg.train(nuclei_small.image, nuclei_small.painted, quick(max_epochs=1), progress=False)
+    path = seg.save(tmp_path / "model.safetensors")
+    again = Segmenter.load(path, device="cpu")
+    before = state_of(again)
+    again.train(nuclei_small.image, nuclei_small.painted, quick(max_epochs=1), progress=False)
+    assert again.config.training["runs"] == 2
+    assert again.config.normalization == seg.config.normalization
+    assert not states_equal(before, state_of(again))
+
+
+def test_validation_is_held_out_by_region_not_by_pixel():
+    rng = np.random.default_rng(0)
+    classes = (rng.random((256, 256)) > 0.5).astype(np.int64)
+    painted = np.zeros((256, 256), bool)
+    painted[::3] = True  # horizontal strokes across the whole image
+    plane = TrainingPlane(np.zeros((1, 256, 256), np.float32), classes, painted.copy(), np.zeros_like(painted))
+    split_validation([plane], 0.2, 64, rng, 2)
+    held, kept = plane.validation_mask, plane.train_mask
+    assert not (held & kept).any() and np.array_equal(held | kept, painted)
+    assert 0.15 <= held.sum() / painted.sum() <= 0.35
+    for y in range(0, 256, 64):
+        for x in range(0, 256, 64):
+            block = (slice(y, y + 64), slice(x, x + 64))
+            assert not (held[block].any() and kept[block].any())
+
+
+@pytest.mark.slow
+def test_default_training_segments_only_the_ellipses():
+    """Shape, not brightness: rectangles and triangles as bright as the ellipses are background."""
+    scene = shapes_scene((256, 256), seed=0)
+    seg = Segmenter.create(device="cpu")
+    seg.train(scene.image, scene.painted, TrainConfig(max_seconds=None, max_epochs=12), progress=False)
+    labels = seg.segment(scene.image)
+    assert dice(labels, scene.classes, mask=scene.painted == 0) >= 0.9
+
+
+@pytest.mark.slow
+def test_default_training_on_sparse_nuclei_reaches_high_dice():
+    scene = nuclei_scene((256, 256), seed=1)
+    seg = Segmenter.create(device="cpu")
+    seg.train(scene.image, scene.painted, TrainConfig(max_seconds=None, max_epochs=6), progress=False)
+    assert dice(seg.segment(scene.image), scene.classes, mask=scene.painted == 0) >= 0.9
