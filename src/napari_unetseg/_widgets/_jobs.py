@@ -1,0 +1,116 @@
+"""The long jobs as plain generators, run by the widgets in ``thread_worker``s.
+
+They hold no Qt and show nothing: they yield the core's events (plus the two below) and the
+widgets turn those into progress, plots and layers in the main thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
+
+    from napari_unetseg.core import Prediction, Segmenter
+
+
+@dataclass(frozen=True)
+class ModelCreated:
+    """A new model was made for this training run and accepted the inputs."""
+
+    segmenter: Segmenter
+
+
+@dataclass(frozen=True)
+class Preview:
+    """Labels of one stack plane, predicted after an epoch (ilastik-style live view)."""
+
+    labels: np.ndarray
+    index: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class NewModel:
+    """How to build a fresh model for a 'from scratch' run."""
+
+    in_channels: int
+    base_width: int = 16
+    depth: int = 4
+
+
+def classes_needed(labels: np.ndarray, mode: str) -> int:
+    """Classes (background included) a new semantic model needs for this painting."""
+    top = int(labels.max()) if labels.size else 0
+    return max(2, top if mode == "sparse" else top + 1)
+
+
+def train_job(
+    segmenter: Segmenter | None,
+    new_model: NewModel | None,
+    image: Any,
+    labels: np.ndarray,
+    settings: dict[str, Any],
+    axes: str | None,
+    stop: threading.Event,
+    preview_plane: tuple[int, ...] | None = None,
+) -> Generator[Any, None, None]:
+    """Train (a new model when ``new_model`` is given); yields the core's training events."""
+    from napari_unetseg.core import EpochDone, Segmenter, TrainConfig
+
+    config = TrainConfig(**settings)
+    if new_model is not None:
+        segmenter = Segmenter.create(
+            in_channels=new_model.in_channels,
+            n_classes=3 if config.is_objects else classes_needed(labels, config.mode),
+            task="objects" if config.is_objects else "semantic",
+            base_width=new_model.base_width,
+            depth=new_model.depth,
+        )
+    assert segmenter is not None
+    events = segmenter.train_iter(image, labels, config, axes=axes, stop=stop)  # checks the inputs
+    if new_model is not None:
+        yield ModelCreated(segmenter)
+    try:
+        for event in events:
+            yield event
+            if preview_plane is not None and isinstance(event, EpochDone) and not stop.is_set():
+                yield preview(segmenter, image, axes, preview_plane)
+    finally:
+        events.close()  # keeps the best weights when the worker is abandoned
+
+
+def preview(segmenter: Segmenter, image: Any, axes: str | None, index: tuple[int, ...]) -> Preview:
+    """Predict one plane with the current weights."""
+    events = segmenter.predict_iter(image, axes=axes, probabilities=False, planes=[index])
+    while True:
+        try:
+            next(events)
+        except StopIteration as finished:
+            result = finished.value
+            break
+    assert result.labels is not None
+    return Preview(labels=result.labels[index], index=index)
+
+
+def segment_job(
+    segmenter: Segmenter,
+    image: Any,
+    axes: str | None,
+    tile_size: int,
+    probabilities: bool,
+    planes: list[tuple[int, ...]] | None,
+) -> Generator[Any, None, Prediction]:
+    """Segment; yields the core's ``PredictProgress``, returns its ``Prediction``."""
+    events = segmenter.predict_iter(
+        image,
+        axes=axes,
+        probabilities=probabilities,
+        labels=True,
+        planes=planes,
+        tile_size=tile_size,
+    )
+    return (yield from events)

@@ -1,0 +1,124 @@
+"""Reading image layers and writing result layers; no Qt widgets, no torch."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image, Labels
+
+
+def image_data(layer: Image) -> Any:
+    """The array to compute on: the full-resolution level of a multiscale layer."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def image_axes(layer: Image) -> str | None:
+    """Axes to pass to the core: named for RGB(A) layers, guessed by the core otherwise."""
+    if not layer.rgb:
+        return None
+    n_stack = image_data(layer).ndim - 3
+    return "TZ"[2 - n_stack :] + "YXC" if n_stack <= 2 else None
+
+
+def image_channels(layer: Image) -> int:
+    """Input channels a new model needs for this layer: 3 or 4 for RGB(A), else 1."""
+    return int(image_data(layer).shape[-1]) if layer.rgb else 1
+
+
+def spatial_shape(layer: Image) -> tuple[int, ...]:
+    """Shape of a labels array that fits this image layer (channels of RGB dropped)."""
+    shape = tuple(int(n) for n in image_data(layer).shape)
+    return shape[:-1] if layer.rgb else shape
+
+
+def result_name(layer: Image) -> str:
+    return f"{layer.name} segmentation"
+
+
+def probability_name(layer: Image) -> str:
+    return f"{layer.name} probabilities"
+
+
+def visible_stack_index(viewer: napari.Viewer, layer: Image, layout_axes: str) -> tuple[int, ...]:
+    """The stack index (T/Z/S axes) of ``layer`` at the viewer's current slider position."""
+    point = layer.world_to_data(viewer.dims.point[-layer.ndim :])
+    shape = image_data(layer).shape
+    index = []
+    for dim, letter in enumerate(layout_axes):
+        if letter in "TZS":
+            index.append(int(np.clip(round(float(point[dim])), 0, shape[dim] - 1)))
+    return tuple(index)
+
+
+def _spatial_transform(layer: Image, ndim: int) -> dict[str, Any]:
+    """Scale and translate of the image layer for a result with ``ndim`` dimensions."""
+    if layer.ndim != ndim:
+        return {}
+    return {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
+
+
+def put_labels(
+    viewer: napari.Viewer,
+    image: Image,
+    labels: np.ndarray,
+    planes: list[tuple[int, ...]] | None = None,
+) -> Labels:
+    """Write ``labels`` into the layer "<image> segmentation", made on first use, updated in place.
+
+    With ``planes`` only those stack planes are written and the others keep what they had.
+    """
+    from napari.layers import Labels
+
+    name = result_name(image)
+    layer = viewer.layers[name] if name in viewer.layers else None  # noqa: SIM401
+    if layer is not None and not isinstance(layer, Labels):
+        viewer.layers.remove(layer)
+        layer = None
+    if planes is not None and layer is not None and layer.data.shape == labels.shape:
+        data = np.asarray(layer.data)
+        if np.can_cast(labels.dtype, data.dtype):
+            for index in planes:
+                data[index] = labels[index]
+            layer.refresh()
+            return layer
+        data = data.astype(np.promote_types(data.dtype, labels.dtype))
+        for index in planes:
+            data[index] = labels[index]
+        layer.data = data
+        return layer
+    if layer is None:
+        return viewer.add_labels(labels, name=name, **_spatial_transform(image, labels.ndim))
+    layer.data = labels
+    return layer
+
+
+def put_probabilities(
+    viewer: napari.Viewer, image: Image, probabilities: np.ndarray, objects: bool
+) -> None:
+    """Foreground probabilities as an Image layer "<image> probabilities", updated in place.
+
+    Two-class and object models give one map (foreground, or object interior); models with
+    more classes give one map per class along a leading axis.
+    """
+    shown = probabilities[1] if objects or probabilities.shape[0] <= 2 else probabilities[1:]
+    if probabilities.shape[0] == 1:
+        shown = probabilities[0]
+    name = probability_name(image)
+    if name in viewer.layers and viewer.layers[name].data.shape == shown.shape:
+        viewer.layers[name].data = shown
+        return
+    if name in viewer.layers:
+        viewer.layers.remove(name)
+    viewer.add_image(
+        shown,
+        name=name,
+        colormap="magma",
+        contrast_limits=(0.0, 1.0),
+        blending="additive",
+        visible=True,
+        **_spatial_transform(image, shown.ndim),
+    )

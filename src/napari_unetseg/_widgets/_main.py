@@ -1,0 +1,77 @@
+"""The dock widget: Model, Train and Segment sections sharing one model per viewer."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
+
+from ._common import device_text, start_worker
+from ._model_section import ModelSection
+from ._segment_section import SegmentSection
+from ._session import session_for
+from ._train_section import TrainSection
+
+if TYPE_CHECKING:
+    import napari
+
+
+class UNetSegWidget(QWidget):
+    """Paint strokes, train a U-Net, segment: one dock widget for napari-unetseg."""
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.model_section = ModelSection(self.session)
+        self.train_section = TrainSection(napari_viewer, self.session)
+        self.segment_section = SegmentSection(napari_viewer, self.session)
+
+        content = QWidget()
+        column = QVBoxLayout(content)
+        column.addWidget(self.model_section)
+        column.addWidget(self.train_section)
+        column.addWidget(self.segment_section)
+        column.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(content)
+        scroll.setMinimumWidth(340)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(scroll)
+
+        napari_viewer.layers.selection.events.active.connect(self._follow_active)
+        self._follow_active()
+        self.warm_up: Any = None
+        if "torch" in sys.modules:
+            self._show_device(device_text())
+        else:  # import torch off the main thread so that docking stays instant
+            self.warm_up = start_worker(
+                device_text, connect={"returned": self._show_device, "finished": self._warmed_up}
+            )
+
+    def _warmed_up(self) -> None:
+        self.warm_up = None
+
+    def _show_device(self, text: str) -> None:
+        self.segment_section.device.setText(text)
+
+    def _follow_active(self, event: Any = None) -> None:
+        """Pickers follow the layer the user selects, unless a job is running."""
+        from napari.layers import Image, Labels
+
+        layer = self.viewer.layers.selection.active
+        if layer is None or self.session.busy:
+            return
+        if isinstance(layer, Image) and not layer.name.endswith(" probabilities"):
+            self.train_section.image_picker.set_layer(layer)
+            self.segment_section.image_picker.set_layer(layer)
+        elif isinstance(layer, Labels) and not layer.name.endswith(" segmentation"):
+            self.train_section.labels_picker.set_layer(layer)
+
+    @property
+    def segmenter(self) -> Any:
+        """The model all sections share (also ``napari_unetseg._widgets.current_segmenter``)."""
+        return self.session.segmenter

@@ -1,0 +1,169 @@
+"""Model section: what is loaded; load any weights file, make a new model, save."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._common import note_label, start_worker
+from ._notify import report_exception, show_error, show_info
+
+if TYPE_CHECKING:
+    from ._session import Session
+
+NO_MODEL = (
+    "No model yet. Paint on a Labels layer and press Start under Train to make one, "
+    "load a weights file, or make a new model below."
+)
+WEIGHTS_FILTER = "Weights (*.safetensors *.pth *.pt *.ckpt *.bin);;All files (*)"
+
+
+def _load(path: str) -> Any:
+    from napari_unetseg.core import Segmenter
+
+    return Segmenter.load(path)
+
+
+class ModelSection(QGroupBox):
+    """Shows ``describe()`` of the session's model and changes the model."""
+
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__("Model", parent)
+        self.session = session
+        self.worker: Any = None
+
+        self.info = note_label(NO_MODEL)
+        self.info.setObjectName("model_info")
+        self.load_button = QPushButton("Load weights…")
+        self.load_button.setToolTip(
+            "Any supported file: napari-unetseg .safetensors, Pytorch-UNet .pth, TorchScript."
+        )
+        self.save_button = QPushButton("Save…")
+        self.load_button.clicked.connect(self._ask_load)
+        self.save_button.clicked.connect(self._ask_save)
+        files = QHBoxLayout()
+        files.addWidget(self.load_button)
+        files.addWidget(self.save_button)
+
+        self.channels = QSpinBox()
+        self.channels.setRange(1, 64)
+        self.channels.setToolTip("Image channels: 1 for grayscale, 3 for RGB.")
+        self.classes = QSpinBox()
+        self.classes.setRange(2, 64)
+        self.classes.setToolTip("Classes including background: 2 = background + one class.")
+        self.objects = QCheckBox("separate touching objects")
+        self.objects.setToolTip("An object model gives each object its own label (3 outputs).")
+        self.objects.toggled.connect(lambda on: self.classes.setEnabled(not on))
+        self.new_button = QPushButton("New model")
+        self.new_button.clicked.connect(self.new_model)
+        form = QFormLayout()
+        form.addRow("channels", self.channels)
+        form.addRow("classes", self.classes)
+        form.addRow("", self.objects)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.info)
+        layout.addLayout(files)
+        layout.addLayout(form)
+        layout.addWidget(self.new_button)
+
+        session.changed.connect(self.show_model)
+        session.busy_changed.connect(self._busy)
+        self.show_model(session.segmenter)
+
+    # ------------------------------------------------------------------ display
+
+    def show_model(self, segmenter: Any = None) -> None:
+        segmenter = self.session.segmenter
+        self.info.setText(NO_MODEL if segmenter is None else segmenter.describe())
+        self.save_button.setEnabled(segmenter is not None and not self.session.busy)
+
+    def _busy(self, busy: str) -> None:
+        for button in (self.load_button, self.new_button):
+            button.setEnabled(not busy)
+        self.show_model()
+
+    # ------------------------------------------------------------------ actions
+
+    def _ask_load(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load U-Net weights", "", WEIGHTS_FILTER)
+        if path:
+            self.load(path)
+
+    def load(self, path: str | Path) -> Any:
+        """Load a weights file in a worker thread; the model replaces the current one."""
+        if self.session.busy:
+            show_error(f"The model is busy {self.session.busy}; wait or press Stop, then load.")
+            return None
+        name = Path(path).name
+        self.load_button.setEnabled(False)
+        self.info.setText(f"Loading {name}…")
+        self.worker = start_worker(
+            _load,
+            str(path),
+            connect={
+                "returned": self._loaded,
+                "errored": lambda error: report_exception(error, f"Could not load {name}"),
+                "finished": self._load_finished,
+            },
+        )
+        return self.worker
+
+    def _loaded(self, segmenter: Any) -> None:
+        self.session.segmenter = segmenter
+
+    def _load_finished(self) -> None:
+        self.worker = None
+        self.load_button.setEnabled(not self.session.busy)
+        self.show_model()
+
+    def new_model(self) -> None:
+        from napari_unetseg.core import Segmenter, UnetSegError
+
+        if self.session.busy:
+            show_error(f"The model is busy {self.session.busy}; wait or press Stop first.")
+            return
+        try:
+            self.session.segmenter = Segmenter.create(
+                in_channels=self.channels.value(),
+                n_classes=3 if self.objects.isChecked() else self.classes.value(),
+                task="objects" if self.objects.isChecked() else "semantic",
+            )
+        except UnetSegError as error:
+            show_error(f"Could not make the model: {error}")
+
+    def _ask_save(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save U-Net weights", "unet.safetensors", "safetensors (*.safetensors)"
+        )
+        if path:
+            self.save(path)
+
+    def save(self, path: str | Path) -> Path | None:
+        """Save the current model (``.safetensors`` recommended) with its settings beside it."""
+        from napari_unetseg.core import UnetSegError
+
+        segmenter = self.session.segmenter
+        if segmenter is None:
+            show_error("There is no model to save yet: train or load one first.")
+            return None
+        try:
+            saved: Path = segmenter.save(path)
+        except (UnetSegError, OSError) as error:
+            show_error(f"Could not save to {path}: {error}")
+            return None
+        show_info(f"Saved the model to {saved}")
+        self.show_model()
+        return saved

@@ -1,0 +1,205 @@
+"""Segment section: image, tile size, planes, device; Segment/Cancel with a progress bar."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._common import note_label, start_worker
+from ._layers import (
+    image_axes,
+    image_data,
+    put_labels,
+    put_probabilities,
+    result_name,
+    spatial_shape,
+)
+from ._notify import report_exception, show_error, show_warning
+from ._pickers import LayerPicker
+
+if TYPE_CHECKING:
+    import napari
+
+    from ._session import Session
+
+ALL_PLANES, VISIBLE_PLANE = "all planes", "visible plane only (quick preview)"
+
+
+class SegmentSection(QGroupBox):
+    """Segments an image layer with the session's model into "<image> segmentation"."""
+
+    def __init__(
+        self, viewer: napari.Viewer, session: Session, parent: QWidget | None = None
+    ) -> None:
+        super().__init__("Segment", parent)
+        from napari.layers import Image
+
+        self.viewer = viewer
+        self.session = session
+        self.worker: Any = None
+        self.cancelled = False
+        self._job: dict[str, Any] = {}
+
+        self.image_picker = LayerPicker(viewer, Image, placeholder="(no image layer)")
+        self.image_picker.currentIndexChanged.connect(self._image_changed)
+        self.probabilities = QCheckBox("also add a probability layer")
+        self.tile_size = QSpinBox()
+        self.tile_size.setRange(128, 4096)
+        self.tile_size.setSingleStep(64)
+        self.tile_size.setValue(512)
+        self.tile_size.setSuffix(" px")
+        self.tile_size.setToolTip("Large images are segmented in overlapping tiles of this size.")
+        self.planes = QComboBox()
+        self.planes.addItems([ALL_PLANES, VISIBLE_PLANE])
+        self.planes.setToolTip("For stacks: every plane, or only the one on screen.")
+        self.device = note_label("checking…")
+        self.device.setObjectName("device")
+
+        self.run_button = QPushButton("Segment")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.run_button.clicked.connect(lambda: self.run())
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.status = note_label("")
+
+        form = QFormLayout()
+        form.addRow("image", self.image_picker)
+        form.addRow("tile size", self.tile_size)
+        form.addRow("stacks", self.planes)
+        form.addRow("device", self.device)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.probabilities)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        session.busy_changed.connect(self._busy)
+        self._image_changed()
+
+    def _image_changed(self, *_: Any) -> None:
+        image = self.image_picker.layer()
+        self.planes.setEnabled(image is not None and len(spatial_shape(image)) > 2)
+
+    def _busy(self, busy: str) -> None:
+        self.run_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy == "segmenting")
+
+    def run(self, image: Any = None) -> Any:
+        """Segment ``image`` (default: the chosen layer) in a worker; returns the worker or None."""
+        from napari_unetseg.core import UnetSegError
+        from napari_unetseg.core.layout import resolve_layout
+
+        from ._layers import visible_stack_index
+
+        segmenter = self.session.segmenter
+        image = image if image is not None else self.image_picker.layer()
+        if self.session.busy:
+            show_warning(f"Wait until {self.session.busy} has finished, or stop it.")
+            return None
+        if image is None:
+            show_error(
+                "There is no image layer to segment. Open an image (File > Open), then choose it "
+                "under Segment > image."
+            )
+            return None
+        if segmenter is None:
+            show_error(
+                "There is no model yet: train one under Train, or load a weights file under Model."
+            )
+            return None
+        if not segmenter.is_trained:
+            show_warning(
+                "This model is not trained yet, so its segmentation is meaningless. Train it first."
+            )
+        axes = image_axes(image)
+        data = image_data(image)
+        planes = None
+        try:
+            layout = resolve_layout(data, segmenter.config.in_channels, axes)
+        except UnetSegError as error:
+            show_error(f"Cannot segment '{image.name}': {error}")
+            return None
+        if self.planes.currentText() == VISIBLE_PLANE and layout.stack_shape:
+            planes = [visible_stack_index(self.viewer, image, layout.axes)]
+        self._job = {"image": image, "planes": planes, "objects": segmenter.is_objects}
+        self.cancelled = False
+        self.progress.setValue(0)
+        self.status.setText(f"Segmenting '{image.name}'…")
+        self.session.busy = "segmenting"
+        from ._jobs import segment_job
+
+        self.worker = start_worker(
+            segment_job,
+            segmenter,
+            data,
+            axes,
+            int(self.tile_size.value()),
+            self.probabilities.isChecked(),
+            planes,
+            connect={
+                "yielded": self._on_progress,
+                "returned": self._on_result,
+                "errored": self._on_error,
+                "aborted": self._on_aborted,
+                "finished": self._on_finished,
+            },
+        )
+        return self.worker
+
+    def cancel(self) -> None:
+        """Stop after the current batch of tiles; the previous result layer is left as it was."""
+        if self.worker is not None:
+            self.cancelled = True
+            self.worker.quit()
+            self.status.setText("Cancelling…")
+
+    # ------------------------------------------------------------------ main thread
+
+    def _on_progress(self, progress: Any) -> None:
+        self.progress.setValue(int(1000 * progress.fraction))
+        plane = (
+            f", plane {progress.plane + 1} of {progress.n_planes}" if progress.n_planes > 1 else ""
+        )
+        self.status.setText(f"tile {progress.tiles_done} of {progress.tiles_total}{plane}")
+
+    def _on_result(self, prediction: Any) -> None:
+        image = self._job.get("image")
+        if image is None or image not in self.viewer.layers:
+            return
+        if prediction.labels is not None:
+            layer = put_labels(self.viewer, image, prediction.labels, planes=self._job["planes"])
+            found = int(layer.data.max()) if self._job["objects"] else None
+            extra = f": {found} objects" if found is not None else ""
+            self.status.setText(f"Done{extra}. Result in the layer '{result_name(image)}'.")
+        if prediction.probabilities is not None:
+            put_probabilities(self.viewer, image, prediction.probabilities, self._job["objects"])
+        self.progress.setValue(1000)
+
+    def _on_error(self, error: BaseException) -> None:
+        self.status.setText("Segmentation failed; see the message.")
+        report_exception(error, "Segmentation")
+
+    def _on_aborted(self) -> None:
+        self.status.setText("Cancelled; earlier results are unchanged.")
+        self.progress.setValue(0)
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.session.busy = ""
