@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-GUI_PACKAGES = {"napari", "magicgui", "superqt", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "pyqtgraph"}
+GUI_PACKAGES = {
+    "napari",
+    "magicgui",
+    "superqt",
+    "qtpy",
+    "PyQt5",
+    "PyQt6",
+    "PySide2",
+    "PySide6",
+    "pyqtgraph",
+}
 
 
 def loaded_top_level_modules(statement: str) -> set[str]:
@@ -34,7 +44,9 @@ def test_package_root_loads_neither_torch_nor_qt():
 
 
 def test_import_linter_contract_holds():
-    lint = shutil.which("lint-imports", path=os.path.dirname(sys.executable)) or shutil.which("lint-imports")
+    lint = shutil.which("lint-imports", path=os.path.dirname(sys.executable)) or shutil.which(
+        "lint-imports"
+    )
     if lint is None:
         pytest.skip("import-linter is not installed (pip install -e '.[testing]')")
     result = subprocess.run([lint], cwd=ROOT, capture_output=True, text=True)

@@ -18,8 +18,22 @@ def test_train_segment_info_round_trip(tmp_path, capsys):
     np.save(tmp_path / "image.npy", scene.image)
     np.save(tmp_path / "labels.npy", scene.painted)
     model = tmp_path / "model.safetensors"
-    assert main(["train", "--image", str(tmp_path / "image.npy"), "--labels", str(tmp_path / "labels.npy"),
-                 "--output", str(model), "--seconds", "2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--image",
+                str(tmp_path / "image.npy"),
+                "--labels",
+                str(tmp_path / "labels.npy"),
+                "--output",
+                str(model),
+                "--seconds",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert model.exists()
     assert main(["segment", str(model), str(tmp_path / "image.npy")]) == 0
     out_file = tmp_path / "image_labels.tif"

@@ -27,7 +27,9 @@ def run_headless_demo(seconds: float, objects: bool = False) -> dict[str, float]
         f"{100 * (painted > 0).mean():.1f} % of pixels painted."
     )
     segmenter = Segmenter.create(task="objects" if objects else "semantic")
-    print(f"Training a fresh U-Net for {seconds:g} s on {segmenter.describe().splitlines()[-1][8:]}")
+    print(
+        f"Training a fresh U-Net for {seconds:g} s on {segmenter.describe().splitlines()[-1][8:]}"
+    )
     started = time.perf_counter()
     history = segmenter.train(scene.image, painted, TrainConfig(max_seconds=seconds))
     trained = time.perf_counter() - started
@@ -93,7 +95,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         segmenter = Segmenter.load(args.weights, device=args.device)
     else:
         image = _read_image(args.image[0])
-        channels = 1 if args.axes is None or "C" not in args.axes.upper() else image.shape[args.axes.upper().index("C")]
+        channels = (
+            1
+            if args.axes is None or "C" not in args.axes.upper()
+            else image.shape[args.axes.upper().index("C")]
+        )
         segmenter = Segmenter.create(
             in_channels=channels,
             n_classes=args.classes,
@@ -105,7 +111,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(mode=args.mode, max_seconds=args.seconds, max_epochs=args.epochs)
     history = segmenter.train(images, labels, config, axes=args.axes)
     saved = segmenter.save(args.output)
-    print(f"{history.steps} steps in {history.elapsed:.1f} s; best validation Dice {history.best_validation_dice}")
+    print(
+        f"{history.steps} steps in {history.elapsed:.1f} s; best validation Dice {history.best_validation_dice}"
+    )
     print(f"Saved {saved}")
     return 0
 
@@ -122,8 +130,14 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             print(f"skip {path}: {out} exists (use --overwrite)", file=sys.stderr)
             continue
         image = _read_image(path)
-        events = segmenter.predict_iter(image, axes=args.axes, probabilities=False, tile_size=args.tile_size)
-        with tqdm(total=1.0, desc=Path(path).name, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}") as bar:
+        events = segmenter.predict_iter(
+            image, axes=args.axes, probabilities=False, tile_size=args.tile_size
+        )
+        with tqdm(
+            total=1.0,
+            desc=Path(path).name,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}",
+        ) as bar:
             while True:
                 try:
                     progress = next(events)
@@ -149,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="open napari with the sample and the plugin docked")
-    demo.add_argument("--headless", action="store_true", help="train on the sample in the terminal instead")
+    demo.add_argument(
+        "--headless", action="store_true", help="train on the sample in the terminal instead"
+    )
     demo.add_argument("--seconds", type=float, default=60.0, help="training budget for --headless")
     demo.add_argument("--objects", action="store_true", help="--headless: train an object model")
     demo.set_defaults(run=_cmd_demo)
@@ -159,15 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--labels", nargs="+", required=True)
     train.add_argument("--weights", help="fine-tune this weights file instead of a new model")
     train.add_argument("--output", required=True, help="where to save (.safetensors)")
-    train.add_argument("--mode", default="sparse", choices=["sparse", "dense", "objects", "objects-dense"])
-    train.add_argument("--classes", type=int, default=2, help="classes incl. background (new model)")
+    train.add_argument(
+        "--mode", default="sparse", choices=["sparse", "dense", "objects", "objects-dense"]
+    )
+    train.add_argument(
+        "--classes", type=int, default=2, help="classes incl. background (new model)"
+    )
     train.add_argument("--seconds", type=float, default=60.0)
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--axes", default=None, help="e.g. YX, CYX, ZYX, YXC")
     train.add_argument("--device", default="auto")
     train.set_defaults(run=_cmd_train)
 
-    segment = sub.add_parser("segment", help="segment image files (TIFF or .npy) with a weights file")
+    segment = sub.add_parser(
+        "segment", help="segment image files (TIFF or .npy) with a weights file"
+    )
     segment.add_argument("weights")
     segment.add_argument("images", nargs="+")
     segment.add_argument("--output-dir", default=None)

@@ -25,7 +25,10 @@ def test_object_models_always_have_three_outputs():
 
 def test_model_config_json_round_trip():
     config = ModelConfig.native(
-        2, 3, class_names=("bg", "nucleus", "cytoplasm"), normalization=NormalizationConfig(low=2, high=98)
+        2,
+        3,
+        class_names=("bg", "nucleus", "cytoplasm"),
+        normalization=NormalizationConfig(low=2, high=98),
     ).replace(training={"steps": 5})
     again = ModelConfig.from_json(config.to_json())
     assert again == config

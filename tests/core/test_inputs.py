@@ -49,7 +49,10 @@ def test_training_and_prediction_never_write_to_their_inputs(tiny):
         (lambda im, lb: (np.where(lb == 1, np.inf, im), lb), "NaN or infinite"),
         (lambda im, lb: (im.astype(np.complex64), lb), "complex"),
         (lambda im, lb: (im > 100, lb), "dtype bool"),
-        (lambda im, lb: (im, np.where(lb == 2, 3, lb).astype(np.uint8)), "label 3 is painted but the model has 2"),
+        (
+            lambda im, lb: (im, np.where(lb == 2, 3, lb).astype(np.uint8)),
+            "label 3 is painted but the model has 2",
+        ),
         (lambda im, lb: (im, lb.astype(np.float32) + 0.5), "whole numbers"),
     ],
 )

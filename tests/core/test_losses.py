@@ -14,7 +14,9 @@ def test_target_under_unpainted_pixels_changes_neither_loss_nor_gradients(name, 
     n_classes = max(n_outputs, 2)
     target = torch.randint(0, n_classes, (2, 16, 16), generator=generator)
     mask = (torch.rand(2, 16, 16, generator=generator) > 0.7).float()
-    other = torch.where(mask > 0, target, torch.randint(0, n_classes, target.shape, generator=generator))
+    other = torch.where(
+        mask > 0, target, torch.randint(0, n_classes, target.shape, generator=generator)
+    )
     assert not torch.equal(other, target)
 
     results = []

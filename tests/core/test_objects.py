@@ -56,7 +56,9 @@ def test_stack_ids_are_unique_across_planes():
     stack = np.stack([image, image[::-1], image])
     labels = oracle_segmenter().segment(stack)
     per_plane = [set(np.unique(p)) - {0} for p in labels]
-    assert all(per_plane) and not (per_plane[0] & per_plane[1]) and not (per_plane[1] & per_plane[2])
+    assert (
+        all(per_plane) and not (per_plane[0] & per_plane[1]) and not (per_plane[1] & per_plane[2])
+    )
     assert labels.max() == sum(len(p) for p in per_plane)
     assert labels.dtype == np.uint8
 
@@ -64,7 +66,7 @@ def test_stack_ids_are_unique_across_planes():
 def test_small_objects_are_dropped_and_ids_stay_consecutive():
     probs = np.zeros((3, 40, 40), np.float32)
     probs[0] = 1
-    for (y, x, r) in [(10, 10, 6), (30, 30, 6), (30, 8, 1)]:
+    for y, x, r in [(10, 10, 6), (30, 30, 6), (30, 8, 1)]:
         probs[:, y - r : y + r + 1, x - r : x + r + 1] = [[[0]], [[1]], [[0]]]
     ids = objects_from_probabilities(probs, min_size=20)
     assert ids.max() == 2
@@ -84,7 +86,12 @@ def test_object_mode_needs_an_object_model():
     scene = nuclei_scene((64, 64), seed=1)
     seg = Segmenter.create(base_width=4, depth=2)
     with pytest.raises(ValueError, match="task='objects'"):
-        seg.train(scene.image, scene.painted_objects, TrainConfig(mode="objects", max_epochs=1), progress=False)
+        seg.train(
+            scene.image,
+            scene.painted_objects,
+            TrainConfig(mode="objects", max_epochs=1),
+            progress=False,
+        )
 
 
 def test_metrics_match_one_to_one():
@@ -102,6 +109,11 @@ def test_metrics_match_one_to_one():
 def test_touching_nuclei_are_separated_after_short_training():
     scene = nuclei_scene((256, 256), seed=2)
     seg = Segmenter.create(task="objects", device="cpu")
-    seg.train(scene.image, scene.painted_objects, TrainConfig(max_seconds=None, max_epochs=8), progress=False)
+    seg.train(
+        scene.image,
+        scene.painted_objects,
+        TrainConfig(max_seconds=None, max_epochs=8),
+        progress=False,
+    )
     labels = seg.segment(scene.image)
     assert object_f1(scene.instances, labels, 0.5) >= 0.9

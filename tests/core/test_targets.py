@@ -49,7 +49,12 @@ def test_labels_are_never_modified():
         (np.zeros((4, 4), np.uint8), "sparse", 2, "nothing is painted"),
         (np.full((4, 4), 2, np.uint8), "sparse", 2, "only label 2 is painted.*background"),
         (np.full((4, 4), 1, np.uint8), "sparse", 2, "only label 1 is painted.*class"),
-        (np.array([[1, 2], [3, 0]], np.uint8), "sparse", 2, "label 3 is painted but the model has 2 classes"),
+        (
+            np.array([[1, 2], [3, 0]], np.uint8),
+            "sparse",
+            2,
+            "label 3 is painted but the model has 2 classes",
+        ),
         (np.array([[0, 1], [4, 0]], np.uint8), "dense", 3, "label 4 appears"),
         (np.zeros((4, 4), np.uint8), "dense", 2, "only the value 0"),
         (np.full((4, 4), 5, np.uint8), "objects", 3, "no background"),

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unetseg.core import EpochDone, Segmenter, StepDone, TrainConfig, TrainingDone, TrainingStarted
+from napari_unetseg.core import (
+    EpochDone,
+    Segmenter,
+    StepDone,
+    TrainConfig,
+    TrainingDone,
+    TrainingStarted,
+)
 from napari_unetseg.core.metrics import dice
 from napari_unetseg.core.synthetic import nuclei_scene, shapes_scene
 from napari_unetseg.core.train import TrainingPlane, split_validation
@@ -15,7 +22,13 @@ TINY = {"base_width": 4, "depth": 2, "device": "cpu"}
 
 
 def quick(**changes):
-    settings = {"max_seconds": None, "max_epochs": 2, "steps_per_epoch": 3, "batch_size": 2, "patch_size": 32}
+    settings = {
+        "max_seconds": None,
+        "max_epochs": 2,
+        "steps_per_epoch": 3,
+        "batch_size": 2,
+        "patch_size": 32,
+    }
     return TrainConfig(**(settings | changes))
 
 
@@ -92,7 +105,9 @@ def test_closing_the_generator_stops_cleanly(nuclei_small):
 def test_time_budget_ends_training():
     scene = nuclei_scene((64, 64), seed=2)
     seg = Segmenter.create(**TINY)
-    history = seg.train(scene.image, scene.painted, quick(max_seconds=1.0, max_epochs=None), progress=False)
+    history = seg.train(
+        scene.image, scene.painted, quick(max_seconds=1.0, max_epochs=None), progress=False
+    )
     assert history.stop_reason == "time" and history.steps >= 1
 
 
@@ -143,7 +158,9 @@ def test_validation_is_held_out_by_region_not_by_pixel():
     classes = (rng.random((256, 256)) > 0.5).astype(np.int64)
     painted = np.zeros((256, 256), bool)
     painted[::3] = True  # horizontal strokes across the whole image
-    plane = TrainingPlane(np.zeros((1, 256, 256), np.float32), classes, painted.copy(), np.zeros_like(painted))
+    plane = TrainingPlane(
+        np.zeros((1, 256, 256), np.float32), classes, painted.copy(), np.zeros_like(painted)
+    )
     split_validation([plane], 0.2, 64, rng, 2)
     held, kept = plane.validation_mask, plane.train_mask
     assert not (held & kept).any() and np.array_equal(held | kept, painted)
@@ -159,7 +176,9 @@ def test_default_training_segments_only_the_ellipses():
     """Shape, not brightness: rectangles and triangles as bright as the ellipses are background."""
     scene = shapes_scene((256, 256), seed=0)
     seg = Segmenter.create(device="cpu")
-    seg.train(scene.image, scene.painted, TrainConfig(max_seconds=None, max_epochs=12), progress=False)
+    seg.train(
+        scene.image, scene.painted, TrainConfig(max_seconds=None, max_epochs=12), progress=False
+    )
     labels = seg.segment(scene.image)
     assert dice(labels, scene.classes, mask=scene.painted == 0) >= 0.9
 
@@ -168,5 +187,7 @@ def test_default_training_segments_only_the_ellipses():
 def test_default_training_on_sparse_nuclei_reaches_high_dice():
     scene = nuclei_scene((256, 256), seed=1)
     seg = Segmenter.create(device="cpu")
-    seg.train(scene.image, scene.painted, TrainConfig(max_seconds=None, max_epochs=6), progress=False)
+    seg.train(
+        scene.image, scene.painted, TrainConfig(max_seconds=None, max_epochs=6), progress=False
+    )
     assert dice(seg.segment(scene.image), scene.classes, mask=scene.painted == 0) >= 0.9

@@ -137,7 +137,9 @@ class ModelConfig:
         _check(1 <= depth <= 6, f"depth must be between 1 and 6, got {depth}.")
         factor = 2 if upsampling == "bilinear" else 1
         encoder = [base_width * 2**i for i in range(depth)] + [base_width * 2**depth // factor]
-        decoder = [base_width * 2 ** (depth - 1 - i) // factor for i in range(depth - 1)] + [base_width]
+        decoder = [base_width * 2 ** (depth - 1 - i) // factor for i in range(depth - 1)] + [
+            base_width
+        ]
         if task == "objects" and n_classes != 3:
             n_classes = 3
         return cls(
@@ -166,7 +168,10 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
-        _check(not unknown, f"unknown model settings {unknown}; this file needs a newer napari-unetseg.")
+        _check(
+            not unknown,
+            f"unknown model settings {unknown}; this file needs a newer napari-unetseg.",
+        )
         values = dict(data)
         for key in ("encoder_channels", "decoder_channels", "decoder_mid_channels", "class_names"):
             if key in values:
@@ -232,8 +237,13 @@ class TrainConfig:
         )
         _check(self.steps_per_epoch >= 1, "steps_per_epoch must be at least 1.")
         _check(1 <= self.batch_size <= 256, f"batch_size must be 1..256, got {self.batch_size}.")
-        _check(16 <= self.patch_size <= 1024, f"patch_size must be 16..1024, got {self.patch_size}.")
-        _check(0 < self.learning_rate < 1, f"learning_rate must be in (0, 1), got {self.learning_rate}.")
+        _check(
+            16 <= self.patch_size <= 1024, f"patch_size must be 16..1024, got {self.patch_size}."
+        )
+        _check(
+            0 < self.learning_rate < 1,
+            f"learning_rate must be in (0, 1), got {self.learning_rate}.",
+        )
         _check(self.weight_decay >= 0, "weight_decay must not be negative.")
         _check(0 <= self.warmup_fraction < 1, "warmup_fraction must be in [0, 1).")
         _check(

@@ -77,7 +77,9 @@ class ImageLayout:
 def _check_named_axes(axes: str, shape: tuple[int, ...], in_channels: int) -> str:
     axes = axes.upper()
     if len(axes) != len(shape):
-        raise InputError(f"axes={axes!r} names {len(axes)} axes but the image has {len(shape)}: {shape}.")
+        raise InputError(
+            f"axes={axes!r} names {len(axes)} axes but the image has {len(shape)}: {shape}."
+        )
     bad = set(axes) - ALLOWED_LETTERS
     if bad or len(set(axes)) != len(axes):
         raise InputError(

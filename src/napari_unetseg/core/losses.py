@@ -23,7 +23,9 @@ def _probabilities_and_onehot(
     return probs, onehot.permute(0, 3, 1, 2).to(logits.dtype)
 
 
-def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """Mean BCE (one channel) or cross-entropy (several) over the pixels where ``mask`` is set."""
     weight = mask.to(logits.dtype)
     if logits.shape[1] == 1:

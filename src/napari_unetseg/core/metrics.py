@@ -42,7 +42,9 @@ class ObjectMatch:
         return 2 * self.true_positives / denominator if denominator else 1.0
 
 
-def match_objects(truth: np.ndarray, predicted: np.ndarray, iou_threshold: float = 0.5) -> ObjectMatch:
+def match_objects(
+    truth: np.ndarray, predicted: np.ndarray, iou_threshold: float = 0.5
+) -> ObjectMatch:
     """One-to-one matching of objects (ids > 0) that maximises total IoU above the threshold."""
     truth, predicted = np.asarray(truth), np.asarray(predicted)
     if truth.shape != predicted.shape:
@@ -50,7 +52,8 @@ def match_objects(truth: np.ndarray, predicted: np.ndarray, iou_threshold: float
     t_ids, t_inv = np.unique(truth, return_inverse=True)
     p_ids, p_inv = np.unique(predicted, return_inverse=True)
     overlap = coo_matrix(
-        (np.ones(truth.size, np.int64), (t_inv.ravel(), p_inv.ravel())), shape=(len(t_ids), len(p_ids))
+        (np.ones(truth.size, np.int64), (t_inv.ravel(), p_inv.ravel())),
+        shape=(len(t_ids), len(p_ids)),
     ).toarray()
     t_fg, p_fg = t_ids > 0, p_ids > 0
     t_sizes, p_sizes = overlap.sum(1)[t_fg], overlap.sum(0)[p_fg]

@@ -98,7 +98,11 @@ class UNet(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        enc, dec, mid = config.encoder_channels, config.decoder_channels, config.decoder_mid_channels
+        enc, dec, mid = (
+            config.encoder_channels,
+            config.decoder_channels,
+            config.decoder_mid_channels,
+        )
         bias = config.conv_bias
         self.inc = DoubleConv(config.in_channels, enc[0], enc[0], bias)
         for level in range(1, config.depth + 1):

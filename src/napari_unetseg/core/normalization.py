@@ -29,7 +29,9 @@ def strided_sample(image: Any, layout: ImageLayout) -> np.ndarray:
     ratio = float(np.prod(layout.shape, dtype=np.int64)) / MAX_SAMPLES
     if ratio > 1:
         y, x = layout.axes.index("Y"), layout.axes.index("X")
-        step = min(int(np.ceil(np.sqrt(ratio))), max(1, min(layout.shape[y], layout.shape[x]) // 16))
+        step = min(
+            int(np.ceil(np.sqrt(ratio))), max(1, min(layout.shape[y], layout.shape[x]) // 16)
+        )
         steps[y] = steps[x] = step
         ratio /= step**2
         for i, letter in enumerate(layout.axes):

@@ -35,7 +35,9 @@ class Segmenter:
     >>> seg.save("nuclei.safetensors")  # doctest: +SKIP
     """
 
-    def __init__(self, model: nn.Module, config: ModelConfig, device: str | torch.device = "auto") -> None:
+    def __init__(
+        self, model: nn.Module, config: ModelConfig, device: str | torch.device = "auto"
+    ) -> None:
         self.config = config
         self.device = select_device(device)
         self.model = model.to(self.device).eval()
@@ -128,10 +130,16 @@ class Segmenter:
             f"input channels: {c.in_channels}; output: {kind}",
             f"classes: {', '.join(c.names)}",
             f"normalisation: {c.normalization.method}"
-            + (f" ({c.normalization.low}-{c.normalization.high} %)" if c.normalization.method == "percentile" else ""),
+            + (
+                f" ({c.normalization.low}-{c.normalization.high} %)"
+                if c.normalization.method == "percentile"
+                else ""
+            ),
         ]
         if c.origin != "torchscript":
-            lines.append(f"depth {c.depth}, widths {list(c.encoder_channels)}, {c.upsampling} up-sampling")
+            lines.append(
+                f"depth {c.depth}, widths {list(c.encoder_channels)}, {c.upsampling} up-sampling"
+            )
         t = c.training
         if t:
             dice = t.get("best_validation_dice")
@@ -192,7 +200,9 @@ class Segmenter:
             summary = {**history.summary(), "mode": config.mode, "loss": config.loss, "runs": runs}
             self.config = self.config.replace(normalization=normalization, training=summary)
 
-        return _train_iter(self.model, self.config, planes, config, self.device, stop=stop, on_finish=record)
+        return _train_iter(
+            self.model, self.config, planes, config, self.device, stop=stop, on_finish=record
+        )
 
     def train(
         self,
@@ -208,7 +218,9 @@ class Segmenter:
 
     # ----------------------------------------------------------------- prediction
 
-    def _predict_config(self, config: PredictConfig | None, overrides: dict[str, Any]) -> PredictConfig:
+    def _predict_config(
+        self, config: PredictConfig | None, overrides: dict[str, Any]
+    ) -> PredictConfig:
         config = config or PredictConfig()
         return config.replace(**overrides) if overrides else config
 
@@ -252,21 +264,35 @@ class Segmenter:
                 return result
 
     def predict_proba(
-        self, image: Any, *, axes: str | None = None, config: PredictConfig | None = None, **overrides: Any
+        self,
+        image: Any,
+        *,
+        axes: str | None = None,
+        config: PredictConfig | None = None,
+        **overrides: Any,
     ) -> np.ndarray:
         """Class probabilities, float32 of shape (n_classes, *spatial shape of image)."""
-        result = self._run(self.predict_iter(image, axes=axes, config=config, labels=False, **overrides))
+        result = self._run(
+            self.predict_iter(image, axes=axes, config=config, labels=False, **overrides)
+        )
         assert result.probabilities is not None
         return result.probabilities
 
     def segment(
-        self, image: Any, *, axes: str | None = None, config: PredictConfig | None = None, **overrides: Any
+        self,
+        image: Any,
+        *,
+        axes: str | None = None,
+        config: PredictConfig | None = None,
+        **overrides: Any,
     ) -> np.ndarray:
         """Integer labels with the image's spatial shape; 0 is background.
 
         Class models give class indices; object models give one id per object, consecutive
         from 1 and unique across a stack. The dtype is the smallest that holds the values.
         """
-        result = self._run(self.predict_iter(image, axes=axes, config=config, probabilities=False, **overrides))
+        result = self._run(
+            self.predict_iter(image, axes=axes, config=config, probabilities=False, **overrides)
+        )
         assert result.labels is not None
         return result.labels

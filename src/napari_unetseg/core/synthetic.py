@@ -35,7 +35,11 @@ class Scene:
 
 
 def _place_ellipses(
-    shape: tuple[int, int], n: int, radius: tuple[float, float], rng: np.random.Generator, touch: float
+    shape: tuple[int, int],
+    n: int,
+    radius: tuple[float, float],
+    rng: np.random.Generator,
+    touch: float,
 ) -> np.ndarray:
     """Non-overlapping ellipses; ``touch`` < 1 lets neighbours press against each other."""
     instances = np.zeros(shape, np.int32)
@@ -56,7 +60,9 @@ def _place_ellipses(
     return instances
 
 
-def _strokes(mask: np.ndarray, n: int, length: int, rng: np.random.Generator, width: int) -> np.ndarray:
+def _strokes(
+    mask: np.ndarray, n: int, length: int, rng: np.random.Generator, width: int
+) -> np.ndarray:
     """Short brush strokes that stay inside ``mask``."""
     out = np.zeros(mask.shape, bool)
     ys, xs = np.nonzero(mask)
@@ -74,7 +80,9 @@ def _strokes(mask: np.ndarray, n: int, length: int, rng: np.random.Generator, wi
     return out & mask
 
 
-def nuclei_scene(shape: tuple[int, int] = (512, 512), seed: int = 0, n_nuclei: int | None = None) -> Scene:
+def nuclei_scene(
+    shape: tuple[int, int] = (512, 512), seed: int = 0, n_nuclei: int | None = None
+) -> Scene:
     """Fluorescence-like nuclei: touching, varied size and brightness, uneven background, noise.
 
     About 6 % of the pixels are painted: strokes through some nuclei (label 2) and through
@@ -132,7 +140,9 @@ def shapes_scene(shape: tuple[int, int] = (256, 256), seed: int = 0) -> Scene:
             break
         r = rng.uniform(8, 16)
         cy, cx = rng.uniform(r + 2, shape[0] - r - 2), rng.uniform(r + 2, shape[1] - r - 2)
-        rr, cc = ellipse(cy, cx, r, r * rng.uniform(0.6, 1.0), shape=shape, rotation=rng.uniform(0, np.pi))
+        rr, cc = ellipse(
+            cy, cx, r, r * rng.uniform(0.6, 1.0), shape=shape, rotation=rng.uniform(0, np.pi)
+        )
         halo_r, halo_c = disk((cy, cx), r + 4, shape=shape)
         if instances[halo_r, halo_c].any() or distractors[halo_r, halo_c].any():
             continue
@@ -145,7 +155,9 @@ def shapes_scene(shape: tuple[int, int] = (256, 256), seed: int = 0) -> Scene:
         s = rng.uniform(12, 26)
         cy, cx = rng.uniform(s + 2, shape[0] - s - 2), rng.uniform(s + 2, shape[1] - s - 2)
         if rng.random() < 0.5:
-            rr, cc = rectangle((cy - s / 2, cx - s / 2), extent=(s, s * rng.uniform(0.6, 1.0)), shape=shape)
+            rr, cc = rectangle(
+                (cy - s / 2, cx - s / 2), extent=(s, s * rng.uniform(0.6, 1.0)), shape=shape
+            )
         else:
             rr, cc = polygon(
                 np.array([cy - s / 2, cy + s / 2, cy + s / 2]),

@@ -28,7 +28,9 @@ def check_labels_dtype(labels: np.ndarray, name: str = "labels") -> np.ndarray:
         return labels.astype(np.uint8)
     if labels.dtype.kind == "f":
         if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
-            raise InputError(f"{name} must hold whole numbers (painted label ids); found fractions.")
+            raise InputError(
+                f"{name} must hold whole numbers (painted label ids); found fractions."
+            )
         labels = labels.astype(np.int64)
     elif labels.dtype.kind not in "ui":
         raise InputError(f"{name} must be an integer array of label ids, got dtype {labels.dtype}.")
@@ -65,7 +67,9 @@ def make_targets(labels: np.ndarray, config: TrainConfig, n_outputs: int) -> Tar
     return Targets(classes=classes, mask=mask)
 
 
-def check_painted_classes(labels_planes: list[np.ndarray], config: TrainConfig, n_outputs: int) -> None:
+def check_painted_classes(
+    labels_planes: list[np.ndarray], config: TrainConfig, n_outputs: int
+) -> None:
     """Errors a painter can act on: nothing painted, one class only, labels beyond the model."""
     present: set[int] = set()
     for plane in labels_planes:
@@ -76,7 +80,11 @@ def check_painted_classes(labels_planes: list[np.ndarray], config: TrainConfig, 
         if not painted:
             raise InputError(
                 "nothing is painted: paint background with label 1 and "
-                + ("each object with its own label from 2." if config.is_objects else "each class with 2, 3, ...")
+                + (
+                    "each object with its own label from 2."
+                    if config.is_objects
+                    else "each class with 2, 3, ..."
+                )
                 + " Unpainted pixels (0) are ignored."
             )
         if config.mode == "sparse":
@@ -97,7 +105,9 @@ def check_painted_classes(labels_planes: list[np.ndarray], config: TrainConfig, 
             if 1 not in painted:
                 raise InputError("no background is painted: paint some background with label 1.")
             if not any(v >= 2 for v in painted):
-                raise InputError("no object is painted: paint each object with its own label from 2.")
+                raise InputError(
+                    "no object is painted: paint each object with its own label from 2."
+                )
     else:
         if config.mode == "dense" and present and max(present) >= n_classes:
             raise InputError(

@@ -188,7 +188,11 @@ def prepare_planes(
 
 
 def split_validation(
-    planes: list[TrainingPlane], fraction: float, block: int, rng: np.random.Generator, n_classes: int
+    planes: list[TrainingPlane],
+    fraction: float,
+    block: int,
+    rng: np.random.Generator,
+    n_classes: int,
 ) -> None:
     """Move whole square regions of paint to validation until ``fraction`` of it is held out.
 
@@ -209,7 +213,9 @@ def split_validation(
                 window = (slice(y, y + block), slice(x, x + block))
                 mask = plane.train_mask[window]
                 if mask.any():
-                    counts = np.bincount(plane.classes[window][mask], minlength=n_classes)[:n_classes]
+                    counts = np.bincount(plane.classes[window][mask], minlength=n_classes)[
+                        :n_classes
+                    ]
                     regions.append((number, window, counts))
     held = np.zeros(n_classes, np.int64)
     for i in rng.permutation(len(regions)):
@@ -234,7 +240,9 @@ class PatchSampler:
         self.rng = rng
         pad = patch_size // 2
         self.pad = pad
-        self.images = [np.pad(p.image, ((0, 0), (pad, pad), (pad, pad)), mode="reflect") for p in planes]
+        self.images = [
+            np.pad(p.image, ((0, 0), (pad, pad), (pad, pad)), mode="reflect") for p in planes
+        ]
         self.classes = [np.pad(p.classes, pad) for p in planes]
         self.masks = [np.pad(p.train_mask, pad) for p in planes]
         self.centres: list[np.ndarray] = []
@@ -318,7 +326,9 @@ def validation_regions(
                 if plane.validation_mask[y : y + block, x : x + block].any():
                     found.append((plane, y, x))
     if len(found) > MAX_VALIDATION_REGIONS:
-        found = [found[i] for i in sorted(rng.choice(len(found), MAX_VALIDATION_REGIONS, replace=False))]
+        found = [
+            found[i] for i in sorted(rng.choice(len(found), MAX_VALIDATION_REGIONS, replace=False))
+        ]
     regions = []
     for plane, y, x in found:
         ny, nx = plane.classes.shape
@@ -331,12 +341,16 @@ def validation_regions(
         pad_y, pad_x = (-crop.shape[1]) % min_size, (-crop.shape[2]) % min_size
         crop = np.pad(crop, ((0, 0), (0, pad_y), (0, pad_x)), mode="reflect")
         regions.append(
-            ValidationRegion(torch.from_numpy(np.ascontiguousarray(crop)), plane.classes[y0:y1, x0:x1], mask)
+            ValidationRegion(
+                torch.from_numpy(np.ascontiguousarray(crop)), plane.classes[y0:y1, x0:x1], mask
+            )
         )
     return regions
 
 
-def foreground_dice(predicted: np.ndarray, target: np.ndarray, objects: bool, n_classes: int) -> tuple:
+def foreground_dice(
+    predicted: np.ndarray, target: np.ndarray, objects: bool, n_classes: int
+) -> tuple:
     """Per foreground class: (intersection, predicted + target sizes); objects merge all foreground."""
     if objects:
         p, t = predicted > 0, target > 0
@@ -348,7 +362,11 @@ def foreground_dice(predicted: np.ndarray, target: np.ndarray, objects: bool, n_
 
 
 def evaluate(
-    model: nn.Module, regions: list[ValidationRegion], device: torch.device, objects: bool, n_outputs: int
+    model: nn.Module,
+    regions: list[ValidationRegion],
+    device: torch.device,
+    objects: bool,
+    n_outputs: int,
 ) -> float | None:
     if not regions:
         return None
@@ -364,7 +382,9 @@ def evaluate(
                 logits = logits[:, :h, :w]
                 pred = (logits[0] > 0).long() if n_outputs == 1 else logits.argmax(0)
                 pred_np = pred.numpy()
-                i, s = foreground_dice(pred_np[region.mask], region.classes[region.mask], objects, n_outputs)
+                i, s = foreground_dice(
+                    pred_np[region.mask], region.classes[region.mask], objects, n_outputs
+                )
                 inter += i
                 sizes += s
     finally:
@@ -406,14 +426,18 @@ def train_iter(
 
     split_validation(planes, config.validation_fraction, config.validation_block, rng, n_classes)
     largest = max(max(p.classes.shape) for p in planes)
-    patch = min(config.patch_size, int(math.ceil(largest / model_config.min_size) * model_config.min_size))
+    patch = min(
+        config.patch_size, int(math.ceil(largest / model_config.min_size) * model_config.min_size)
+    )
     patch = max(patch, model_config.min_size)
     sampler = PatchSampler(planes, patch, n_classes, rng)
     regions = validation_regions(planes, config.validation_block, model_config.min_size, rng)
 
     model.to(device)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
     use_amp = device.type == "cuda" and config.mixed_precision
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     pin = device.type == "cuda"
@@ -487,7 +511,9 @@ def train_iter(
                 history.stop_reason = "epochs"
                 break
             for group in optimizer.param_groups:
-                group["lr"] = config.learning_rate * learning_rate_factor(progress(), config.warmup_fraction)
+                group["lr"] = config.learning_rate * learning_rate_factor(
+                    progress(), config.warmup_fraction
+                )
             xb, yb, mb = (torch.from_numpy(a) for a in sampler.sample(config.batch_size))
             if config.augment:
                 xb, yb, mb = augment(xb, yb, mb, config.intensity_jitter, generator)
@@ -533,7 +559,9 @@ def train_iter(
     return history
 
 
-def consume(events: Generator[TrainingEvent, None, TrainingHistory], progress_bar: bool = True) -> TrainingHistory:
+def consume(
+    events: Generator[TrainingEvent, None, TrainingHistory], progress_bar: bool = True
+) -> TrainingHistory:
     """Run a training generator to the end, with a tqdm progress bar on stderr if asked."""
     bar = None
     best: float | None = None
