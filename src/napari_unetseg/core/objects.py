@@ -27,5 +27,5 @@ def objects_from_probabilities(probs: np.ndarray, min_size: int = 15) -> np.ndar
         small[0] = False
         if small.any():
             ids[small[ids]] = 0
-    ids, _, _ = relabel_sequential(ids)
-    return ids.astype(np.uint32, copy=False)
+    relabelled: np.ndarray = relabel_sequential(ids)[0]
+    return relabelled.astype(np.uint32, copy=False)

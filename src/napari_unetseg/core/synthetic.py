@@ -76,8 +76,9 @@ def _strokes(
         x1 = int(np.clip(x0 + length * np.cos(angle), 0, mask.shape[1] - 1))
         rr, cc = line(int(y0), int(x0), y1, x1)
         out[rr, cc] = True
-    out = dilation(out, disk_footprint(width))
-    return out & mask
+    grown: np.ndarray = dilation(out, disk_footprint(width))
+    inside: np.ndarray = grown & mask
+    return inside
 
 
 def nuclei_scene(

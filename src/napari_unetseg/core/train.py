@@ -350,7 +350,7 @@ def validation_regions(
 
 def foreground_dice(
     predicted: np.ndarray, target: np.ndarray, objects: bool, n_classes: int
-) -> tuple:
+) -> tuple[np.ndarray, np.ndarray]:
     """Per foreground class: (intersection, predicted + target sizes); objects merge all foreground."""
     if objects:
         p, t = predicted > 0, target > 0
