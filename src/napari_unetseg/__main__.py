@@ -64,7 +64,12 @@ def _write_labels(path: str, labels) -> None:  # type: ignore[no-untyped-def]
     from napari_unetseg.core.weights import atomic_write
 
     if path.endswith(".npy"):
-        atomic_write(Path(path), lambda tmp: np.save(open(tmp, "wb"), labels))
+
+        def write_npy(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:  # a handle, so numpy does not append ".npy"
+                np.save(handle, labels, allow_pickle=False)
+
+        atomic_write(Path(path), write_npy)
     else:
         import tifffile
 

@@ -52,7 +52,7 @@ def test_objects_crossing_tile_borders_are_neither_cut_nor_duplicated(tile_size)
 
 
 def test_stack_ids_are_unique_across_planes():
-    image, truth = touching_ellipses((96, 96))
+    image, _ = touching_ellipses((96, 96))
     stack = np.stack([image, image[::-1], image])
     labels = oracle_segmenter().segment(stack)
     per_plane = [set(np.unique(p)) - {0} for p in labels]

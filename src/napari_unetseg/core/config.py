@@ -25,6 +25,13 @@ def _check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _plain_value(value: Any) -> Any:
+    """JSON for numpy scalars and arrays that end up in a training summary."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} cannot be stored in a model's settings")
+
+
 def _check_choice(name: str, value: object, choices: tuple[object, ...]) -> None:
     _check(value in choices, f"{name}={value!r} is not one of {', '.join(map(repr, choices))}.")
 
@@ -161,8 +168,8 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, indent=indent, default=_plain_value)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
