@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-
 from widget_helpers import PLUGIN, errors, wait_idle
 
 
@@ -14,7 +13,10 @@ def test_widget_docks_from_manifest_and_shows_device(viewer, qtbot):
     assert isinstance(widget, UNetSegWidget)
     assert dock.isVisible() or dock is not None
     qtbot.waitUntil(lambda: widget.warm_up is None, timeout=30_000)
-    assert "CPU" in widget.segment_section.device.text() or "GPU" in widget.segment_section.device.text()
+    assert (
+        "CPU" in widget.segment_section.device.text()
+        or "GPU" in widget.segment_section.device.text()
+    )
     assert "No model yet" in widget.model_section.info.text()
 
 
@@ -101,7 +103,7 @@ def test_visible_plane_only_keeps_other_planes(viewer, widget, qtbot, scene):
     assert set(np.unique(data[1])) <= {0, 1}
 
 
-def test_cancel_segmentation(viewer, widget, qtbot, tiny_segmenter):
+def test_cancel_segmentation(viewer, widget, qtbot, tiny_segmenter, scene, notes):
     stack = np.random.default_rng(0).random((16, 512, 512), dtype=np.float32)
     viewer.add_image(stack, name="big")
     widget.session.segmenter = tiny_segmenter(base_width=16, depth=4)
@@ -116,6 +118,20 @@ def test_cancel_segmentation(viewer, widget, qtbot, tiny_segmenter):
     assert "big segmentation" not in viewer.layers
     assert "Cancelled" in segment.status.text()
     assert seen[-1].tiles_done < seen[-1].tiles_total
+    # the worker threads are reused: training right after a cancel must still work
+    widget.session.segmenter = tiny_segmenter()
+    widget.train_section.start_from.setCurrentText("current model (fine-tune)")
+    for _ in range(2):
+        viewer.add_image(scene.image, name="cells")
+        viewer.add_labels(scene.painted, name="strokes")
+        train = widget.train_section
+        train.budget_unit.setCurrentText("epochs")
+        train.budget.setValue(1)
+        train.start()
+        wait_idle(qtbot, widget)
+        assert train.history is not None and train.history.steps > 0
+        viewer.layers.clear()
+    assert errors(notes) == []
 
 
 def test_save_and_load(viewer, widget, qtbot, tmp_path, notes):

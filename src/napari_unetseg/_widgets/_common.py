@@ -60,6 +60,20 @@ def format_seconds(seconds: float | None) -> str:
     return f"{minutes} min {rest:02d} s"
 
 
+def warm_up() -> str:
+    """Import what training needs, then say where the model computes (run in a worker).
+
+    torch imports ``torch._dynamo`` the first time an optimiser is made, which holds the
+    interpreter for up to half a second at a time; doing it here, when the widget docks,
+    keeps that pause out of the first training run.
+    """
+    import contextlib
+
+    with contextlib.suppress(ImportError):
+        import torch._dynamo  # noqa: F401
+    return device_text()
+
+
 def device_text() -> str:
     """Where the model computes, said plainly; imports the core (and so torch)."""
     from napari_unetseg.core.devices import describe_device, select_device

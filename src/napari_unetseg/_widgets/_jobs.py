@@ -18,6 +18,19 @@ if TYPE_CHECKING:
     from napari_unetseg.core import Prediction, Segmenter
 
 
+class JobFailed(Exception):
+    """A ``RuntimeError`` raised in a job, passed on under another type.
+
+    superqt's worker takes a ``RuntimeError`` to mean that the worker itself was deleted: it
+    would only warn and never emit ``finished``, leaving the widget busy for good. torch
+    raises ``RuntimeError`` (out of memory included), so every job passes it on as this.
+    """
+
+    def __init__(self, cause: RuntimeError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 @dataclass(frozen=True)
 class ModelCreated:
     """A new model was made for this training run and accepted the inputs."""
@@ -58,42 +71,54 @@ def train_job(
     stop: threading.Event,
     preview_plane: tuple[int, ...] | None = None,
 ) -> Generator[Any, None, None]:
-    """Train (a new model when ``new_model`` is given); yields the core's training events."""
+    """Train (a new model when ``new_model`` is given); yields the core's training events.
+
+    Setting ``stop`` ends training after the current step; the core keeps the best weights.
+    """
     from napari_unetseg.core import EpochDone, Segmenter, TrainConfig
 
-    config = TrainConfig(**settings)
-    if new_model is not None:
-        segmenter = Segmenter.create(
-            in_channels=new_model.in_channels,
-            n_classes=3 if config.is_objects else classes_needed(labels, config.mode),
-            task="objects" if config.is_objects else "semantic",
-            base_width=new_model.base_width,
-            depth=new_model.depth,
-        )
-    assert segmenter is not None
-    events = segmenter.train_iter(image, labels, config, axes=axes, stop=stop)  # checks the inputs
+    try:
+        config = TrainConfig(**settings)
+        if new_model is not None:
+            segmenter = Segmenter.create(
+                in_channels=new_model.in_channels,
+                n_classes=3 if config.is_objects else classes_needed(labels, config.mode),
+                task="objects" if config.is_objects else "semantic",
+                base_width=new_model.base_width,
+                depth=new_model.depth,
+            )
+        assert segmenter is not None
+        events = segmenter.train_iter(image, labels, config, axes=axes, stop=stop)  # checks inputs
+    except RuntimeError as error:
+        raise JobFailed(error) from error
     if new_model is not None:
         yield ModelCreated(segmenter)
     try:
         for event in events:
             yield event
             if preview_plane is not None and isinstance(event, EpochDone) and not stop.is_set():
-                yield preview(segmenter, image, axes, preview_plane)
+                yield Preview(
+                    labels=run_to_end(
+                        segmenter.predict_iter(
+                            image, axes=axes, probabilities=False, planes=[preview_plane]
+                        )
+                    ).labels[preview_plane],
+                    index=preview_plane,
+                )
+    except RuntimeError as error:
+        raise JobFailed(error) from error
     finally:
-        events.close()  # keeps the best weights when the worker is abandoned
+        events.close()
 
 
-def preview(segmenter: Segmenter, image: Any, axes: str | None, index: tuple[int, ...]) -> Preview:
-    """Predict one plane with the current weights."""
-    events = segmenter.predict_iter(image, axes=axes, probabilities=False, planes=[index])
+def run_to_end(events: Generator[Any, None, Prediction]) -> Prediction:
+    """Consume a prediction generator here, in this thread, and return its result."""
     while True:
         try:
             next(events)
         except StopIteration as finished:
-            result = finished.value
-            break
-    assert result.labels is not None
-    return Preview(labels=result.labels[index], index=index)
+            result: Prediction = finished.value
+            return result
 
 
 def segment_job(
@@ -103,14 +128,35 @@ def segment_job(
     tile_size: int,
     probabilities: bool,
     planes: list[tuple[int, ...]] | None,
-) -> Generator[Any, None, Prediction]:
-    """Segment; yields the core's ``PredictProgress``, returns its ``Prediction``."""
-    events = segmenter.predict_iter(
-        image,
-        axes=axes,
-        probabilities=probabilities,
-        labels=True,
-        planes=planes,
-        tile_size=tile_size,
-    )
-    return (yield from events)
+    cancel: threading.Event,
+) -> Generator[Any, None, Prediction | None]:
+    """Segment; yields the core's ``PredictProgress``, returns its ``Prediction``.
+
+    Setting ``cancel`` returns None after the current batch of tiles. The core's generator is
+    always finished or closed here, in the worker's thread: it holds torch's thread-local
+    inference mode while suspended, and the thread pool reuses threads for later jobs.
+    """
+    try:
+        events = segmenter.predict_iter(
+            image,
+            axes=axes,
+            probabilities=probabilities,
+            labels=True,
+            planes=planes,
+            tile_size=tile_size,
+        )
+    except RuntimeError as error:
+        raise JobFailed(error) from error
+    try:
+        while not cancel.is_set():
+            try:
+                progress = next(events)
+            except StopIteration as finished:
+                result: Prediction = finished.value
+                return result
+            yield progress
+        return None
+    except RuntimeError as error:
+        raise JobFailed(error) from error
+    finally:
+        events.close()

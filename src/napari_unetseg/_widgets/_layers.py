@@ -35,6 +35,11 @@ def spatial_shape(layer: Image) -> tuple[int, ...]:
     return shape[:-1] if layer.rgb else shape
 
 
+def find_layer(viewer: napari.Viewer, name: str) -> Any:
+    """The layer called ``name``, or None."""
+    return next((layer for layer in viewer.layers if layer.name == name), None)
+
+
 def result_name(layer: Image) -> str:
     return f"{layer.name} segmentation"
 
@@ -74,7 +79,7 @@ def put_labels(
     from napari.layers import Labels
 
     name = result_name(image)
-    layer = viewer.layers[name] if name in viewer.layers else None  # noqa: SIM401
+    layer = find_layer(viewer, name)
     if layer is not None and not isinstance(layer, Labels):
         viewer.layers.remove(layer)
         layer = None

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
-from ._common import device_text, start_worker
+from ._common import device_text, start_worker, warm_up
 from ._model_section import ModelSection
 from ._segment_section import SegmentSection
 from ._session import session_for
@@ -45,11 +45,11 @@ class UNetSegWidget(QWidget):
         napari_viewer.layers.selection.events.active.connect(self._follow_active)
         self._follow_active()
         self.warm_up: Any = None
-        if "torch" in sys.modules:
+        if "torch._dynamo" in sys.modules:
             self._show_device(device_text())
         else:  # import torch off the main thread so that docking stays instant
             self.warm_up = start_worker(
-                device_text, connect={"returned": self._show_device, "finished": self._warmed_up}
+                warm_up, connect={"returned": self._show_device, "finished": self._warmed_up}
             )
 
     def _warmed_up(self) -> None:

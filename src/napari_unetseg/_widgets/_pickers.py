@@ -13,7 +13,11 @@ if TYPE_CHECKING:
 
 
 class LayerPicker(QComboBox):
-    """Layers of ``layer_type`` by name; keeps the choice across renames and additions."""
+    """Layers of ``layer_type``, by name; keeps the choice across additions and renames.
+
+    Layers are matched by name, never by identity: napari hands plugins proxies of its
+    objects, so the same layer may come as different Python objects.
+    """
 
     def __init__(
         self,
@@ -42,37 +46,44 @@ class LayerPicker(QComboBox):
         ]
 
     def refresh(self, event: Any = None) -> None:
-        current = self.layer()
-        layers = self._layers()
-        for layer in layers:
+        """List the layers again, keeping the chosen one (by position after a rename)."""
+        before = self.currentData()
+        names = [layer.name for layer in self._layers()]
+        for layer in self._layers():
             layer.events.name.connect(self._renamed)
         self.blockSignals(True)
         try:
             self.clear()
-            if not layers:
+            if not names:
                 self.addItem(self._placeholder, None)
-            for layer in layers:
-                self.addItem(layer.name, layer)
-            if current is not None and current in layers:
-                self.setCurrentIndex(layers.index(current))
+            for name in names:
+                self.addItem(name, name)
+            if before in names:
+                self.setCurrentIndex(names.index(before))
         finally:
             self.blockSignals(False)
-        if current is not self.layer():
+        if self.currentData() != before:
             self.currentIndexChanged.emit(self.currentIndex())
 
     def _renamed(self, event: Any = None) -> None:
-        for i in range(self.count()):
-            layer = self.itemData(i)
-            if layer is not None:
-                self.setItemText(i, layer.name)
+        names = [layer.name for layer in self._layers()]
+        if len(names) != self.count():
+            self.refresh()
+            return
+        for i, name in enumerate(names):
+            self.setItemText(i, name)
+            self.setItemData(i, name)
 
     def layer(self) -> Any:
         """The chosen layer, or None."""
-        layer = self.currentData()
-        return layer if layer is not None and layer in self._viewer.layers else None
+        name = self.currentData()
+        return next((layer for layer in self._layers() if layer.name == name), None)
 
     def set_layer(self, layer: Layer) -> None:
-        for i in range(self.count()):
-            if self.itemData(i) is layer:
-                self.setCurrentIndex(i)
-                return
+        """Choose ``layer`` (refreshing first if it was just added)."""
+        index = self.findData(layer.name)
+        if index < 0:
+            self.refresh()
+            index = self.findData(layer.name)
+        if index >= 0:
+            self.setCurrentIndex(index)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import (
@@ -19,6 +20,7 @@ from qtpy.QtWidgets import (
 
 from ._common import note_label, start_worker
 from ._layers import (
+    find_layer,
     image_axes,
     image_data,
     put_labels,
@@ -49,7 +51,7 @@ class SegmentSection(QGroupBox):
         self.viewer = viewer
         self.session = session
         self.worker: Any = None
-        self.cancelled = False
+        self.cancel_event = threading.Event()
         self._job: dict[str, Any] = {}
 
         self.image_picker = LayerPicker(viewer, Image, placeholder="(no image layer)")
@@ -139,7 +141,7 @@ class SegmentSection(QGroupBox):
         if self.planes.currentText() == VISIBLE_PLANE and layout.stack_shape:
             planes = [visible_stack_index(self.viewer, image, layout.axes)]
         self._job = {"image": image, "planes": planes, "objects": segmenter.is_objects}
-        self.cancelled = False
+        self.cancel_event = threading.Event()
         self.progress.setValue(0)
         self.status.setText(f"Segmenting '{image.name}'…")
         self.session.busy = "segmenting"
@@ -153,11 +155,11 @@ class SegmentSection(QGroupBox):
             int(self.tile_size.value()),
             self.probabilities.isChecked(),
             planes,
+            self.cancel_event,
             connect={
                 "yielded": self._on_progress,
                 "returned": self._on_result,
                 "errored": self._on_error,
-                "aborted": self._on_aborted,
                 "finished": self._on_finished,
             },
         )
@@ -166,8 +168,7 @@ class SegmentSection(QGroupBox):
     def cancel(self) -> None:
         """Stop after the current batch of tiles; the previous result layer is left as it was."""
         if self.worker is not None:
-            self.cancelled = True
-            self.worker.quit()
+            self.cancel_event.set()
             self.status.setText("Cancelling…")
 
     # ------------------------------------------------------------------ main thread
@@ -180,8 +181,12 @@ class SegmentSection(QGroupBox):
         self.status.setText(f"tile {progress.tiles_done} of {progress.tiles_total}{plane}")
 
     def _on_result(self, prediction: Any) -> None:
+        if prediction is None:
+            self.status.setText("Cancelled; earlier results are unchanged.")
+            self.progress.setValue(0)
+            return
         image = self._job.get("image")
-        if image is None or image not in self.viewer.layers:
+        if image is None or find_layer(self.viewer, image.name) is None:
             return
         if prediction.labels is not None:
             layer = put_labels(self.viewer, image, prediction.labels, planes=self._job["planes"])
@@ -195,10 +200,6 @@ class SegmentSection(QGroupBox):
     def _on_error(self, error: BaseException) -> None:
         self.status.setText("Segmentation failed; see the message.")
         report_exception(error, "Segmentation")
-
-    def _on_aborted(self) -> None:
-        self.status.setText("Cancelled; earlier results are unchanged.")
-        self.progress.setValue(0)
 
     def _on_finished(self) -> None:
         self.worker = None

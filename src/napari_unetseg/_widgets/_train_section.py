@@ -22,7 +22,15 @@ from qtpy.QtWidgets import (
 )
 
 from ._common import format_seconds, note_label, start_worker
-from ._layers import image_axes, image_channels, image_data, put_labels, result_name, spatial_shape
+from ._layers import (
+    find_layer,
+    image_axes,
+    image_channels,
+    image_data,
+    put_labels,
+    result_name,
+    spatial_shape,
+)
 from ._notify import report_exception, show_error, show_warning
 from ._pickers import LayerPicker
 
@@ -62,6 +70,7 @@ class TrainSection(QGroupBox):
         self._image: Any = None
         self._preview_plane: tuple[int, ...] | None = None
         self._last_draw = 0.0
+        self._preview_shape: tuple[int, ...] = ()
         self._steps_per_epoch = 25
 
         self.image_picker = LayerPicker(viewer, Image, placeholder="(no image layer)")
@@ -235,7 +244,7 @@ class TrainSection(QGroupBox):
         axes = image_axes(image)
         self._preview_plane = None
         if self.live_preview.isChecked() and labels_layer.name != result_name(image):
-            self._preview_plane = self._visible_plane(image, axes, current if not scratch else None)
+            self._prepare_preview(image, axes, current if not scratch else None)
         self._image = image
         self.stop_event = threading.Event()
         self.history = None
@@ -263,7 +272,8 @@ class TrainSection(QGroupBox):
         )
         return self.worker
 
-    def _visible_plane(self, image: Any, axes: str | None, model: Any) -> tuple[int, ...] | None:
+    def _prepare_preview(self, image: Any, axes: str | None, model: Any) -> None:
+        """Pick the visible plane, and make the result layer now so previews update in place."""
         from napari_unetseg.core import UnetSegError
         from napari_unetseg.core.layout import resolve_layout
 
@@ -273,8 +283,12 @@ class TrainSection(QGroupBox):
         try:
             layout = resolve_layout(image_data(image), channels, axes)
         except UnetSegError:
-            return None  # the worker reports the same problem with the training inputs
-        return visible_stack_index(self.viewer, image, layout.axes)
+            return  # the worker reports the same problem with the training inputs
+        self._preview_plane = visible_stack_index(self.viewer, image, layout.axes)
+        self._preview_shape = layout.output_shape
+        existing = find_layer(self.viewer, result_name(image))
+        if existing is None or existing.data.shape != layout.output_shape:
+            put_labels(self.viewer, image, np.zeros(layout.output_shape, np.uint8))
 
     def stop(self) -> None:
         """Ask training to end after the current step; the best weights are kept."""
@@ -307,12 +321,8 @@ class TrainSection(QGroupBox):
             )
             self._best = event.best_validation_dice
             self.plot.redraw()
-        elif (
-            isinstance(event, Preview)
-            and self._image is not None
-            and self._image in self.viewer.layers
-        ):
-            full = np.zeros(spatial_shape(self._image), event.labels.dtype)
+        elif isinstance(event, Preview) and self._image is not None:
+            full = np.zeros(self._preview_shape, event.labels.dtype)
             full[event.index] = event.labels
             put_labels(self.viewer, self._image, full, planes=[event.index])
         elif isinstance(event, ModelCreated):
