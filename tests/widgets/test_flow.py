@@ -153,3 +153,12 @@ def test_layer_context_menu_segments(viewer, widget, qtbot, scene):
     segment_with_unet(viewer)
     wait_idle(qtbot, widget)
     assert viewer.layers["ctx segmentation"].data.shape == scene.image.shape
+
+
+def test_demo_loads_the_sample_and_docks_the_widget(viewer, qtbot):
+    from napari_unetseg._widgets._demo import open_demo
+
+    widget = open_demo(viewer)
+    assert [layer.name for layer in viewer.layers] == ["nuclei", "nuclei strokes"]
+    assert widget.train_section.labels_picker.layer().name == "nuclei strokes"
+    qtbot.waitUntil(lambda: widget.warm_up is None, timeout=30_000)

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 from qtpy.QtWidgets import (
     QCheckBox,
     QFileDialog,
-    QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -63,21 +63,25 @@ class ModelSection(QGroupBox):
         self.classes = QSpinBox()
         self.classes.setRange(2, 64)
         self.classes.setToolTip("Classes including background: 2 = background + one class.")
-        self.objects = QCheckBox("separate touching objects")
-        self.objects.setToolTip("An object model gives each object its own label (3 outputs).")
+        self.objects = QCheckBox("objects")
+        self.objects.setToolTip(
+            "Separate touching objects: each object gets its own label (3 outputs)."
+        )
         self.objects.toggled.connect(lambda on: self.classes.setEnabled(not on))
         self.new_button = QPushButton("New model")
         self.new_button.clicked.connect(self.new_model)
-        form = QFormLayout()
-        form.addRow("channels", self.channels)
-        form.addRow("classes", self.classes)
-        form.addRow("", self.objects)
+        new = QHBoxLayout()
+        new.addWidget(QLabel("channels"))
+        new.addWidget(self.channels)
+        new.addWidget(QLabel("classes"))
+        new.addWidget(self.classes)
+        new.addWidget(self.objects)
+        new.addWidget(self.new_button)
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.info)
         layout.addLayout(files)
-        layout.addLayout(form)
-        layout.addWidget(self.new_button)
+        layout.addLayout(new)
 
         session.changed.connect(self.show_model)
         session.busy_changed.connect(self._busy)

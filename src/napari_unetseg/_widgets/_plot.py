@@ -19,7 +19,7 @@ class LossPlot(QWidget):
         self.dice_x: list[float] = []
         self.dice: list[float] = []
         self.plot = pg.PlotWidget()
-        self.plot.setMinimumHeight(170)
+        self.plot.setFixedHeight(210)
         self.plot.setBackground(None)
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self.plot.setLabel("bottom", "epoch")

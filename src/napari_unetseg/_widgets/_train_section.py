@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -14,6 +15,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -40,10 +42,10 @@ if TYPE_CHECKING:
     from ._session import Session
 
 MODES = {
-    "sparse": "strokes: 0 unpainted, 1 background, 2.. classes",
-    "objects": "objects: 0 unpainted, 1 background, one id per object from 2",
-    "dense": "dense: every pixel labelled, 0 background",
-    "objects-dense": "dense objects: 0 background, one id per object",
+    "sparse": ("strokes", "0 unpainted (ignored), 1 background, 2, 3, ... classes"),
+    "objects": ("strokes, objects", "0 unpainted, 1 background, each object its own id from 2"),
+    "dense": ("dense masks", "every pixel labelled: 0 background, 1, 2, ... classes"),
+    "objects-dense": ("dense objects", "every pixel labelled: 0 background, one id per object"),
 }
 LOSSES = ["auto", "bce+dice", "dice", "bce", "ce+dice", "ce"]
 SCRATCH, FINE_TUNE = "new model (from scratch)", "current model (fine-tune)"
@@ -77,8 +79,10 @@ class TrainSection(QGroupBox):
         self.labels_picker = LayerPicker(viewer, Labels, placeholder="(no Labels layer)")
         self.image_picker.currentIndexChanged.connect(self._image_changed)
         self.mode = QComboBox()
-        for key, text in MODES.items():
+        for number, (key, (text, meaning)) in enumerate(MODES.items()):
             self.mode.addItem(text, key)
+            self.mode.setItemData(number, meaning, Qt.ItemDataRole.ToolTipRole)
+        self.mode.setToolTip("How the labels were painted; hover over a choice for its meaning.")
         self.loss = QComboBox()
         self.loss.addItems(LOSSES)
         self.loss.setToolTip("auto: BCE + Dice for two classes, cross-entropy + Dice for more.")
@@ -132,8 +136,11 @@ class TrainSection(QGroupBox):
         form.addRow("painting", self.mode)
         form.addRow("loss", self.loss)
         form.addRow("stop after", budget)
-        form.addRow("learning rate", self.learning_rate)
-        form.addRow("validation share", self.validation)
+        rates = QHBoxLayout()
+        rates.addWidget(self.learning_rate)
+        rates.addWidget(QLabel("validation share"))
+        rates.addWidget(self.validation)
+        form.addRow("learning rate", rates)
         form.addRow("start from", self.start_from)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
