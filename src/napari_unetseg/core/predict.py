@@ -1,25 +1,36 @@
 """Tiled, blended inference over images of any size and layout, and probabilities to labels.
 
-Memory is bounded by the tile batch plus one plane's probabilities, not by the whole image:
-planes of a stack are read, normalised and predicted one at a time.
+Memory is bounded by the tiles in flight plus one band of tile rows, not by the image:
+planes of a stack are read one at a time, tiles are normalised as they are cut, and
+finished rows of probabilities are handed on (written to the result, or turned into
+labels) as soon as no later tile touches them.
+
+Speed on CPU comes from an inference copy of the network (:func:`inference_network`):
+batch norm folded into the convolutions and each convolution fused with its ReLU in one
+oneDNN call, channels-last tensors and, where the CPU computes it natively, bfloat16.
+On CUDA the same copy runs under autocast with pinned, non-blocking transfers, and the
+next batch is queued before the previous one is stitched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import math
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig, PredictConfig
 from .errors import InputError
 from .layout import ImageLayout
-from .normalization import check_finite, fit_normalizer
+from .normalization import Normalizer, check_finite, fit_normalizer
 from .objects import objects_from_probabilities
 
 # --------------------------------------------------------------------------- tiling
@@ -55,9 +66,15 @@ class AxisTiling:
             total[start : start + self.tile] += self.weights(i)
         return total
 
+    def normalized_weights(self, index: int) -> np.ndarray:
+        """Weights divided by the coverage, so that the blended tiles sum to exactly one."""
+        start = self.starts[index]
+        weights: np.ndarray = self.weights(index) / self.coverage()[start : start + self.tile]
+        return weights
+
 
 def round_up(value: int, multiple: int) -> int:
-    return int(math.ceil(value / multiple) * multiple)
+    return math.ceil(value / multiple) * multiple
 
 
 def plan_axis(length: int, tile: int, overlap: int, multiple: int) -> AxisTiling:
@@ -66,9 +83,9 @@ def plan_axis(length: int, tile: int, overlap: int, multiple: int) -> AxisTiling
     if length <= tile:
         size = round_up(length, multiple)
         return AxisTiling(length=length, padded=size, tile=size, starts=(0,))
-    n = int(math.ceil((length - 2 * overlap) / (tile - 2 * overlap)))
+    n = math.ceil((length - 2 * overlap) / (tile - 2 * overlap))
     n = max(n, 2)
-    size = min(tile, round_up(int(math.ceil((length + (n - 1) * 2 * overlap) / n)), multiple))
+    size = min(tile, round_up(math.ceil((length + (n - 1) * 2 * overlap) / n), multiple))
     if size >= length:  # cannot happen with overlap < tile / 2, kept as a guard
         size = round_up(length, multiple)
         return AxisTiling(length=length, padded=size, tile=size, starts=(0,))
@@ -96,6 +113,165 @@ def plan_tiles(plane_shape: tuple[int, int], config: PredictConfig, multiple: in
         y=plan_axis(plane_shape[0], config.tile_size, config.overlap, multiple),
         x=plan_axis(plane_shape[1], config.tile_size, config.overlap, multiple),
     )
+
+
+# --------------------------------------------------------------------------- the network for inference
+
+
+@functools.lru_cache(maxsize=4)
+def onednn_fusion_available(dtype: torch.dtype) -> bool:
+    """True when oneDNN's fused convolution + ReLU runs here in ``dtype`` and gives conv2d's answer."""
+    op = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
+    if op is None or not torch.backends.mkldnn.is_available():
+        return False
+    if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return False
+    if dtype not in (torch.float32, torch.bfloat16):
+        return False
+    try:
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(1, 3, 8, 8, generator=generator).contiguous(
+            memory_format=torch.channels_last
+        )
+        w = torch.randn(4, 3, 3, 3, generator=generator)
+        b = torch.randn(4, generator=generator)
+        with torch.inference_mode():
+            fused = op(
+                x.to(dtype), w.to(dtype), b.to(dtype), [1, 1], [1, 1], [1, 1], 1, "relu", [], ""
+            )
+            plain = torch.relu(F.conv2d(x, w, b, padding=1))
+        tolerance = 1e-4 if dtype == torch.float32 else 0.1
+        return bool(
+            torch.allclose(fused.float(), plain, atol=tolerance * float(plain.abs().max()) + 1e-6)
+        )
+    except (RuntimeError, TypeError, NotImplementedError):
+        return False
+
+
+class FusedConv2d(nn.Module):
+    """A 2-D convolution with batch norm folded in and an optional ReLU, for inference only.
+
+    On CPU it is one oneDNN call (convolution, bias and ReLU in a single pass over memory)
+    in ``compute_dtype``; elsewhere it is ``conv2d`` then ``relu``, under whatever autocast
+    is active.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+    def __init__(self, conv: nn.Conv2d, batch_norm: nn.BatchNorm2d | None, relu: bool) -> None:
+        super().__init__()
+        if batch_norm is not None:
+            conv = torch.nn.utils.fusion.fuse_conv_bn_eval(conv, batch_norm)
+        weight = conv.weight.detach().clone()
+        bias = (
+            conv.bias.detach().clone()
+            if conv.bias is not None
+            else weight.new_zeros(conv.out_channels)
+        )
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
+        self.stride = tuple(int(s) for s in conv.stride)
+        self.padding = tuple(int(p) for p in conv.padding)  # type: ignore[union-attr]
+        self.dilation = tuple(int(d) for d in conv.dilation)
+        self.groups = int(conv.groups)
+        self.relu = relu
+        self.compute_dtype: torch.dtype | None = None  # set: use oneDNN in this dtype
+        self._cast: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def use_onednn(self, dtype: torch.dtype | None) -> None:
+        self.compute_dtype = dtype
+        self._cast = None if dtype is None else (self.weight.to(dtype), self.bias.to(dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._cast is not None and self.compute_dtype is not None and x.device.type == "cpu":
+            weight, bias = self._cast
+            out: torch.Tensor = torch.ops.mkldnn._convolution_pointwise(
+                x.to(self.compute_dtype),
+                weight,
+                bias,
+                list(self.padding),
+                list(self.stride),
+                list(self.dilation),
+                self.groups,
+                "relu" if self.relu else "none",
+                [],
+                "",
+            )
+            return out
+        y = F.conv2d(
+            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
+        return F.relu(y) if self.relu else y
+
+
+def _fusable(conv: nn.Module) -> bool:
+    return (
+        type(conv) is nn.Conv2d
+        and conv.padding_mode == "zeros"
+        and isinstance(conv.padding, tuple)
+        and conv.weight.device.type != "meta"
+    )
+
+
+def fuse_modules(model: nn.Module) -> int:
+    """Fold (Conv2d, BatchNorm2d, ReLU) runs inside ``nn.Sequential`` blocks, and lone Conv2d.
+
+    Works in place on a model in eval mode; returns how many convolutions were replaced.
+    """
+    replaced = 0
+    for module in list(model.modules()):
+        if not isinstance(module, nn.Sequential):
+            continue
+        items = list(module._modules.items())
+        i = 0
+        while i < len(items):
+            name, child = items[i]
+            if child is None or not _fusable(child):
+                i += 1
+                continue
+            j = i + 1
+            batch_norm = None
+            if j < len(items) and type(items[j][1]) is nn.BatchNorm2d:
+                candidate = items[j][1]
+                if candidate.track_running_stats and candidate.running_mean is not None:  # type: ignore[union-attr]
+                    batch_norm = candidate
+                    j += 1
+            relu = j < len(items) and type(items[j][1]) is nn.ReLU
+            if relu:
+                j += 1
+            module._modules[name] = FusedConv2d(child, batch_norm, relu)  # type: ignore[arg-type]
+            for k in range(i + 1, j):
+                module._modules[items[k][0]] = nn.Identity()
+            replaced += 1
+            i = j
+    for parent in list(model.modules()):
+        for name, lone in list(parent._modules.items()):
+            if lone is not None and not isinstance(parent, nn.Sequential) and _fusable(lone):
+                parent._modules[name] = FusedConv2d(lone, None, relu=False)  # type: ignore[arg-type]
+                replaced += 1
+    return replaced
+
+
+def inference_network(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """A fused copy of ``model`` for fast inference; the model itself is left untouched.
+
+    TorchScript and other models that cannot be copied are returned as they are.
+    """
+    if isinstance(model, torch.jit.ScriptModule):
+        return model
+    try:
+        fused = copy.deepcopy(model)
+    except Exception:  # pragma: no cover - exotic modules that refuse to be copied
+        return model
+    fused.eval()
+    with torch.no_grad():
+        fuse_modules(fused)
+    onednn = device.type == "cpu" and onednn_fusion_available(dtype)
+    for module in fused.modules():
+        if isinstance(module, FusedConv2d):
+            module.use_onednn(dtype if onednn else None)
+    return fused
 
 
 # --------------------------------------------------------------------------- inference
@@ -134,52 +310,129 @@ class PredictProgress:
         return self.tiles_done / max(1, self.tiles_total)
 
 
+#: ``emit(y0, y1, probabilities)`` receives finished rows y0..y1 of a plane, (n_outputs, rows, X).
+RowSink = Callable[[int, int, torch.Tensor], None]
+
+
+class _RowBlender:
+    """Adds weighted tiles into a band of rows and hands rows on once no tile can touch them."""
+
+    def __init__(
+        self, tiling: PlaneTiling, n_outputs: int, height: int, width: int, emit: RowSink
+    ) -> None:
+        self.tiling, self.height, self.width, self.emit = tiling, height, width, emit
+        self.wy = [
+            torch.from_numpy(tiling.y.normalized_weights(i)) for i in range(len(tiling.y.starts))
+        ]
+        self.wx = [
+            torch.from_numpy(tiling.x.normalized_weights(j)) for j in range(len(tiling.x.starts))
+        ]
+        self.band = torch.zeros((n_outputs, 0, tiling.x.padded), dtype=torch.float32)
+        self.top = 0  # first row of the plane held in the band
+
+    def add(self, i: int, j: int, probs: torch.Tensor) -> None:
+        y0, x0 = self.tiling.y.starts[i] - self.top, self.tiling.x.starts[j]
+        ty, tx = probs.shape[-2:]
+        missing = y0 + ty - self.band.shape[1]
+        if missing > 0:
+            extra = self.band.new_zeros((self.band.shape[0], missing, self.band.shape[2]))
+            self.band = torch.cat([self.band, extra], dim=1)
+        weight = self.wy[i][:, None] * self.wx[j][None, :]
+        self.band[:, y0 : y0 + ty, x0 : x0 + tx].addcmul_(probs, weight)
+
+    def finish_rows_before(self, row: int) -> None:
+        """Hand on rows above ``row`` (plane coordinates): no tile still to come reaches them."""
+        count = min(row, self.tiling.y.padded) - self.top
+        if count <= 0:
+            return
+        done, self.band = self.band[:, :count], self.band[:, count:].clone()
+        y0, y1 = self.top, min(self.top + count, self.height)
+        if y1 > y0:
+            self.emit(y0, y1, done[:, : y1 - y0, : self.width])
+        self.top += count
+
+
+def _to_host(probs: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """Start copying probabilities to the host; on CUDA the copy is asynchronous into pinned memory."""
+    if probs.device.type != "cuda":
+        return probs.cpu(), None
+    host = torch.empty(probs.shape, dtype=probs.dtype, pin_memory=True)
+    host.copy_(probs, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record(torch.cuda.current_stream(probs.device))
+    return host, event
+
+
 def predict_plane_iter(
-    model: nn.Module,
+    network: nn.Module,
     plane: np.ndarray,
+    normalizer: Normalizer,
     n_outputs: int,
     config: PredictConfig,
     multiple: int,
     device: torch.device,
     dtype: torch.dtype,
-) -> Generator[int, None, torch.Tensor]:
-    """Probabilities (n_outputs, Y, X) of one normalised (C, Y, X) plane; yields tiles done."""
-    _, height, width = plane.shape
+    emit: RowSink,
+) -> Generator[int, None, None]:
+    """Predict one raw (C, Y, X) plane, handing finished rows to ``emit``; yields tiles done.
+
+    Tiles are normalised as they are cut, so no float copy of the whole plane is made
+    (except for a plane smaller than one tile, which is padded by reflection).
+    """
+    channels, height, width = plane.shape
     tiling = plan_tiles((height, width), config, multiple)
     pad_y, pad_x = tiling.y.padded - height, tiling.x.padded - width
     if pad_y or pad_x:
-        plane = np.pad(plane, ((0, 0), (0, pad_y), (0, pad_x)), mode="reflect")
-    total = torch.zeros((n_outputs, tiling.y.padded, tiling.x.padded), dtype=torch.float32)
-    wy = [torch.from_numpy(tiling.y.weights(i)) for i in range(len(tiling.y.starts))]
-    wx = [torch.from_numpy(tiling.x.weights(j)) for j in range(len(tiling.x.starts))]
+        plane = np.pad(normalizer(plane), ((0, 0), (0, pad_y), (0, pad_x)), mode="reflect")
+        normalize: Callable[[np.ndarray], np.ndarray] = np.asarray
+    else:
+        normalize = normalizer
     ty, tx = tiling.y.tile, tiling.x.tile
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     use_autocast = dtype != torch.float32
-    pin = device.type == "cuda"
+    cuda = device.type == "cuda"
+    blender = _RowBlender(tiling, n_outputs, height, width, emit)
     positions = list(tiling.tiles())
-    done = 0
-    for first in range(0, len(positions), config.batch_size):
-        batch = positions[first : first + config.batch_size]
-        crops = [
-            plane[:, tiling.y.starts[i] : tiling.y.starts[i] + ty, tiling.x.starts[j] : tiling.x.starts[j] + tx]
-            for i, j in batch
-        ]
-        inputs = torch.from_numpy(np.stack(crops))
-        if pin:
-            inputs = inputs.pin_memory()
-        inputs = inputs.to(device, non_blocking=pin).contiguous(memory_format=memory_format)
-        with torch.autocast(device.type, dtype=dtype, enabled=use_autocast):
-            logits = model(inputs)
-        probs = logits_to_probabilities(logits).cpu()
+    batches = [
+        positions[k : k + config.batch_size] for k in range(0, len(positions), config.batch_size)
+    ]
+
+    def launch(batch: list[tuple[int, int]]) -> tuple[torch.Tensor, Any]:
+        inputs = torch.empty((len(batch), channels, ty, tx), dtype=torch.float32, pin_memory=cuda)
+        staging = inputs.numpy()
         for k, (i, j) in enumerate(batch):
             y0, x0 = tiling.y.starts[i], tiling.x.starts[j]
-            weight = wy[i][:, None] * wx[j][None, :]
-            total[:, y0 : y0 + ty, x0 : x0 + tx].addcmul_(probs[k], weight)
-        done += len(batch)
+            staging[k] = normalize(plane[:, y0 : y0 + ty, x0 : x0 + tx])
+        on_device = inputs.to(device, non_blocking=cuda).contiguous(memory_format=memory_format)
+        with torch.autocast(device.type, dtype=dtype, enabled=use_autocast):
+            logits = network(on_device)
+        return _to_host(logits_to_probabilities(logits))
+
+    def stitch(batch: list[tuple[int, int]], probs: torch.Tensor, event: Any) -> None:
+        if event is not None:
+            event.synchronize()
+        for k, (i, j) in enumerate(batch):
+            blender.add(i, j, probs[k])
+        following = positions.index(batch[-1]) + 1
+        if following < len(positions):
+            blender.finish_rows_before(tiling.y.starts[positions[following][0]])
+        else:
+            blender.finish_rows_before(tiling.y.padded)
+
+    done = 0
+    pending: tuple[list[tuple[int, int]], torch.Tensor, Any] | None = None
+    for batch in batches:
+        # Queue this batch before stitching the last one: on a GPU the two overlap.
+        result = (batch, *launch(batch))
+        if pending is not None:
+            stitch(*pending)
+            done += len(pending[0])
+            yield done
+        pending = result
+    if pending is not None:
+        stitch(*pending)
+        done += len(pending[0])
         yield done
-    coverage = torch.from_numpy(tiling.y.coverage())[:, None] * torch.from_numpy(tiling.x.coverage())[None, :]
-    total /= coverage
-    return total[:, :height, :width]
 
 
 # --------------------------------------------------------------------------- labels
@@ -194,9 +447,12 @@ def smallest_uint_dtype(max_value: int) -> np.dtype:
 
 def classes_from_probabilities(probs: np.ndarray) -> np.ndarray:
     """Class index per pixel: argmax, or sigmoid > 0.5 for a single output."""
+    classes: np.ndarray
     if probs.shape[0] == 1:
-        return (probs[0] > 0.5).astype(np.uint8)
-    return np.argmax(probs, axis=0).astype(smallest_uint_dtype(probs.shape[0] - 1))
+        classes = (probs[0] > 0.5).astype(np.uint8)
+    else:
+        classes = np.argmax(probs, axis=0).astype(smallest_uint_dtype(probs.shape[0] - 1))
+    return classes
 
 
 @dataclass
@@ -239,50 +495,64 @@ def predict_iter(
         np.zeros((n_outputs, *layout.output_shape), np.float32) if want_probabilities else None
     )
     labels_out: np.ndarray | None = None
+    label_dtype = (
+        np.dtype(np.uint32)
+        if objects
+        else classes_from_probabilities(np.zeros((n_outputs, 1, 1), np.float32)).dtype
+    )
+    if want_labels:
+        labels_out = np.zeros(layout.output_shape, label_dtype)
     next_id = 0
     done_before = 0
-    with inference_mode(model):
+    network = inference_network(model, device, dtype)
+    with inference_mode(model), inference_mode(network):
         for number, index in enumerate(indices):
             raw = layout.read_plane(image, index)
             check_finite(raw, f"plane {index}" if index else "the image")
-            plane_probs = yield from _with_progress(
-                predict_plane_iter(
-                    model, normalizer(raw), n_outputs, config, model_config.min_size, device, dtype
-                ),
-                done_before,
-                total_tiles,
-                number,
-                len(indices),
+            # Object models need the whole plane's probabilities for the watershed.
+            plane_probs = (
+                np.zeros((n_outputs, *layout.plane_shape), np.float32)
+                if objects and want_labels and probs_out is None
+                else None
             )
+
+            def emit(
+                y0: int,
+                y1: int,
+                rows: torch.Tensor,
+                index: tuple[Any, ...] = index,
+                plane_probs: np.ndarray | None = plane_probs,
+            ) -> None:
+                values = rows.numpy()
+                if probs_out is not None:
+                    probs_out[(slice(None), *index, slice(y0, y1))] = values
+                if plane_probs is not None:
+                    plane_probs[:, y0:y1] = values
+                if labels_out is not None and not objects:
+                    labels_out[(*index, slice(y0, y1))] = classes_from_probabilities(values)
+
+            for done in predict_plane_iter(
+                network,
+                raw,
+                normalizer,
+                n_outputs,
+                config,
+                model_config.min_size,
+                device,
+                dtype,
+                emit,
+            ):
+                yield PredictProgress(done_before + done, total_tiles, number, len(indices))
             done_before += tiling.n_tiles
-            plane_np = plane_probs.numpy()
-            if probs_out is not None:
-                probs_out[(slice(None), *index)] = plane_np
-            if not want_labels:
-                continue
-            if objects:
-                ids = objects_from_probabilities(plane_np, config.min_object_size)
-                if labels_out is None:
-                    labels_out = np.zeros(layout.output_shape, np.uint32)
+            if labels_out is not None and objects:
+                source = plane_probs
+                if source is None:
+                    assert probs_out is not None
+                    where: tuple[Any, ...] = (slice(None), *index)
+                    source = probs_out[where]
+                ids = objects_from_probabilities(source, config.min_object_size)
                 labels_out[index] = np.where(ids > 0, ids + next_id, 0)
                 next_id += int(ids.max())
-            else:
-                classes = classes_from_probabilities(plane_np)
-                if labels_out is None:
-                    labels_out = np.zeros(layout.output_shape, classes.dtype)
-                labels_out[index] = classes
     if labels_out is not None and objects:
         labels_out = labels_out.astype(smallest_uint_dtype(next_id), copy=False)
     return Prediction(probabilities=probs_out, labels=labels_out)
-
-
-def _with_progress(
-    tiles: Generator[int, None, torch.Tensor], before: int, total: int, plane: int, n_planes: int
-) -> Generator[PredictProgress, None, torch.Tensor]:
-    while True:
-        try:
-            done = next(tiles)
-        except StopIteration as finished:
-            result: torch.Tensor = finished.value
-            return result
-        yield PredictProgress(before + done, total, plane, n_planes)
