@@ -52,7 +52,7 @@ def test_unknown_settings_in_a_file_are_named():
         (lambda: TrainConfig(validation_fraction=0.9), "validation_fraction"),
         (lambda: TrainConfig(patch_size=8), "patch_size"),
         (lambda: PredictConfig(tile_size=16), "tile_size"),
-        (lambda: PredictConfig(tile_size=128, overlap=64), "overlap"),
+        (lambda: PredictConfig(overlap=-1), "overlap"),
         (lambda: PredictConfig(precision="int8"), "precision"),
         (lambda: NormalizationConfig(low=50, high=10), "percentiles"),
         (lambda: ModelConfig.native(in_channels=0), "in_channels"),
@@ -63,3 +63,8 @@ def test_unknown_settings_in_a_file_are_named():
 def test_invalid_settings_raise_a_clear_error(factory, message):
     with pytest.raises(ConfigError, match=message):
         factory()
+
+
+def test_small_tiles_get_a_proportionate_overlap():
+    assert PredictConfig(tile_size=64).overlap == 16
+    assert PredictConfig(tile_size=512, overlap=40).overlap == 40

@@ -279,8 +279,9 @@ class TrainConfig:
 class PredictConfig:
     """How to run the network over an image of any size.
 
-    ``tile_size`` is rounded up to a multiple of the network's minimum size; tiles overlap by
-    ``overlap`` pixels on each side and are blended with a smooth ramp, so no seams show.
+    ``tile_size`` is rounded down to a multiple of the network's minimum size; tiles overlap by
+    ``overlap`` pixels on each side (at most a quarter of the tile) and are blended with a
+    smooth ramp, so no seams show.
     ``precision="auto"`` uses bfloat16 on CPUs with native bfloat16 support and float16 on
     CUDA, float32 elsewhere.
     """
@@ -295,11 +296,10 @@ class PredictConfig:
 
     def __post_init__(self) -> None:
         _check(32 <= self.tile_size <= 4096, f"tile_size must be 32..4096, got {self.tile_size}.")
-        _check(
-            0 <= self.overlap < self.tile_size // 2,
-            f"overlap must be at least 0 and less than half the tile ({self.tile_size // 2}), "
-            f"got {self.overlap}.",
-        )
+        _check(self.overlap >= 0, f"overlap must not be negative, got {self.overlap}.")
+        if self.overlap > self.tile_size // 4:
+            # Small tiles keep three quarters of their width for new pixels.
+            object.__setattr__(self, "overlap", self.tile_size // 4)
         _check(1 <= self.batch_size <= 64, f"batch_size must be 1..64, got {self.batch_size}.")
         _check_choice("precision", self.precision, ("auto", "float32", "bfloat16", "float16"))
         _check(self.min_object_size >= 0, "min_object_size must not be negative.")

@@ -176,12 +176,12 @@ def shapes_scene(shape: tuple[int, int] = (256, 256), seed: int = 0) -> Scene:
     signal = ndi.gaussian_filter(((instances > 0) | distractors).astype(float), 1.0)
     image = (200 * signal + 30 + rng.normal(0, 10, shape)).clip(0, 255).astype(np.uint8)
 
-    inner = ndi.binary_erosion(classes > 0, iterations=2)
-    fg = _strokes(inner, max(3, n_each), 8, rng, 1)
-    bg_region = ~ndi.binary_dilation(classes > 0, iterations=3)
-    bg = _strokes(bg_region & ~distractors, max(3, n_each), 30, rng, 1)
-    # Paint across some distractors too: they are background.
-    bg |= _strokes(ndi.binary_erosion(distractors, iterations=2), max(3, n_each), 8, rng, 1)
+    inner = ndi.binary_erosion(classes > 0, iterations=1)
+    fg = _strokes(inner, 3 * n_each, 10, rng, 2)
+    bg_region = ~ndi.binary_dilation((instances > 0) | distractors, iterations=1)
+    bg = _strokes(bg_region, 2 * n_each, 30, rng, 2)
+    # Paint across the distractors too: they are background, and they teach the shape.
+    bg |= _strokes(ndi.binary_erosion(distractors, iterations=1), 3 * n_each, 10, rng, 2)
     painted = np.zeros(shape, np.uint8)
     painted[bg] = 1
     painted[fg] = 2
