@@ -35,7 +35,27 @@ _EXPORTS = {
     "TrainingStarted": "train",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ConfigError",
+    "EpochDone",
+    "InputError",
+    "ModelConfig",
+    "NormalizationConfig",
+    "PredictConfig",
+    "PredictProgress",
+    "Prediction",
+    "Segmenter",
+    "StepDone",
+    "TrainConfig",
+    "TrainingDone",
+    "TrainingHistory",
+    "TrainingStarted",
+    "UnetSegError",
+    "UnsafeWeightsError",
+    "WeightsFileError",
+    "available_devices",
+    "select_device",
+]
 
 if TYPE_CHECKING:
     from .config import ModelConfig, NormalizationConfig, PredictConfig, TrainConfig
