@@ -352,6 +352,19 @@ class _RowBlender:
         self.top += count
 
 
+#: On CPU a forward pass of more pixels than this runs slower per pixel: the full-resolution
+#: feature maps fall out of cache. Measured with the default U-Net (base width 16): one
+#: 464² tile per pass is about 15 % faster per pixel than two; four 256² tiles are fine.
+CPU_PIXELS_PER_FORWARD = 4 * 256 * 256
+
+
+def tiles_per_forward(batch_size: int, tile_pixels: int, device: torch.device) -> int:
+    """Tiles per forward pass: ``batch_size``, capped on CPU so a pass stays cache-sized."""
+    if device.type != "cpu":
+        return batch_size
+    return max(1, min(batch_size, CPU_PIXELS_PER_FORWARD // tile_pixels))
+
+
 def _to_host(probs: torch.Tensor) -> tuple[torch.Tensor, Any]:
     """Start copying probabilities to the host; on CUDA the copy is asynchronous into pinned memory."""
     if probs.device.type != "cuda":
@@ -393,9 +406,8 @@ def predict_plane_iter(
     cuda = device.type == "cuda"
     blender = _RowBlender(tiling, n_outputs, height, width, emit)
     positions = list(tiling.tiles())
-    batches = [
-        positions[k : k + config.batch_size] for k in range(0, len(positions), config.batch_size)
-    ]
+    per_forward = tiles_per_forward(config.batch_size, ty * tx, device)
+    batches = [positions[k : k + per_forward] for k in range(0, len(positions), per_forward)]
 
     def launch(batch: list[tuple[int, int]]) -> tuple[torch.Tensor, Any]:
         inputs = torch.empty((len(batch), channels, ty, tx), dtype=torch.float32, pin_memory=cuda)
