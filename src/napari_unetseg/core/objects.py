@@ -13,13 +13,13 @@ def interior_seeds(interior: np.ndarray, erosion: int) -> np.ndarray:
     A region that the erosion would remove entirely is kept as it is, so small objects
     keep their seed.
     """
-    regions, _ = ndi.label(interior)
+    regions: np.ndarray = ndi.label(interior)[0]
     if erosion <= 0:
         return regions
     shrunk = ndi.binary_erosion(interior, iterations=erosion)
     survivors = np.unique(regions[shrunk])
     vanished = interior & ~np.isin(regions, survivors)
-    seeds, _ = ndi.label(shrunk | vanished)
+    seeds: np.ndarray = ndi.label(shrunk | vanished)[0]
     return seeds
 
 
