@@ -1,0 +1,60 @@
+"""The benchmark suite runs end to end on tiny sizes (no timing is checked: CI machines vary)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_benchmark_writes_table_json_and_plot(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.__main__ import main
+    finally:
+        sys.path.remove(str(ROOT))
+    assert main(["--quick", "--out", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert "| ours default |" in table and "| floor float32 |" in table
+
+    results = json.loads((tmp_path / "latest.json").read_text())
+    assert set(results) >= {
+        "machine",
+        "speed",
+        "ratios",
+        "agreement",
+        "scaling",
+        "memory",
+        "training",
+        "targets",
+    }
+    speed = results["speed"]["128"]
+    for name in ("ours default", "ours float32", "floor float32", "floor fused float32"):
+        assert speed[name] > 0
+    assert results["agreement"]["ours_default_vs_ours_float32"] > 0.5
+    assert results["memory"]["size"] == 128 and "peak_above_baseline_mib" in results["memory"]
+    assert results["training"]["profile"]["forward_backward_step"] > 0
+    if importlib.util.find_spec("monai") is not None:
+        assert "MONAI float32" in speed
+        assert results["agreement"]["ours_default_vs_monai_float32"] > 0.5
+    else:
+        assert "MONAI float32" not in speed
+        assert any("MONAI is not installed" in note for note in results["notes"])
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (tmp_path / "latest.png").stat().st_size > 1000
+
+
+def test_command_line_help():
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--quick" in done.stdout
