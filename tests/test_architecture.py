@@ -52,3 +52,18 @@ def test_import_linter_contract_holds():
     result = subprocess.run([lint], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "KEPT" in result.stdout
+
+
+def test_sample_data_and_settings_load_without_torch():
+    loaded = loaded_top_level_modules(
+        "import napari_unetseg.core.synthetic, napari_unetseg.core.config, napari_unetseg.core.errors"
+    )
+    assert "torch" not in loaded
+
+
+def test_every_lazy_core_export_resolves():
+    import napari_unetseg.core as core
+
+    assert sorted(core.__all__) == sorted(core._EXPORTS)
+    for name in core.__all__:
+        assert getattr(core, name) is not None
