@@ -81,3 +81,15 @@ def test_describe_says_what_is_loaded(seg):
     text = seg.describe()
     assert "input channels: 1" in text and "not trained yet" in text and "device:" in text
     assert "Segmenter(in_channels=1" in repr(seg)
+
+
+def test_a_paused_prediction_leaves_autograd_on_in_the_calling_thread(seg, image):
+    import torch
+
+    events = seg.predict_iter(np.stack([image] * 2), tile_size=32, overlap=4)
+    next(events)  # suspended between batches
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+    x = torch.ones(2, requires_grad=True)
+    (x * 2).sum().backward()  # training code in the same thread still works
+    for _ in events:
+        pass

@@ -278,15 +278,20 @@ def inference_network(model: nn.Module, device: torch.device, dtype: torch.dtype
 
 
 @contextlib.contextmanager
-def inference_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no autograd inside; the model's training flag is put back after."""
-    was_training = model.training
-    model.eval()
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Eval mode inside; each model's training flag is put back after.
+
+    Autograd is switched off around each forward pass instead, not here: this context spans
+    the generator's ``yield``s, and grad mode belongs to the thread that resumes it.
+    """
+    flags = [m.training for m in models]
+    for m in models:
+        m.eval()
     try:
-        with torch.inference_mode():
-            yield
+        yield
     finally:
-        model.train(was_training)
+        for m, flag in zip(models, flags, strict=True):
+            m.train(flag)
 
 
 def logits_to_probabilities(logits: torch.Tensor) -> torch.Tensor:
@@ -416,9 +421,9 @@ def predict_plane_iter(
             y0, x0 = tiling.y.starts[i], tiling.x.starts[j]
             staging[k] = normalize(plane[:, y0 : y0 + ty, x0 : x0 + tx])
         on_device = inputs.to(device, non_blocking=cuda).contiguous(memory_format=memory_format)
-        with torch.autocast(device.type, dtype=dtype, enabled=use_autocast):
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=use_autocast):
             logits = network(on_device)
-        return _to_host(logits_to_probabilities(logits))
+            return _to_host(logits_to_probabilities(logits))
 
     def stitch(batch: list[tuple[int, int]], probs: torch.Tensor, event: Any) -> None:
         if event is not None:
@@ -517,7 +522,7 @@ def predict_iter(
     next_id = 0
     done_before = 0
     network = inference_network(model, device, dtype)
-    with inference_mode(model), inference_mode(network):
+    with eval_mode(model, network):
         for number, index in enumerate(indices):
             raw = layout.read_plane(image, index)
             check_finite(raw, f"plane {index}" if index else "the image")
