@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig, TrainConfig
+from .devices import cpu_has_native_bfloat16
 from .errors import InputError
 from .layout import resolve_layout
 from .losses import masked_loss, resolve_loss_name
@@ -438,8 +439,12 @@ def train_iter(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    use_amp = device.type == "cuda" and config.mixed_precision
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    # Mixed precision: float16 with loss scaling on CUDA, bfloat16 on CPUs that compute it natively.
+    use_amp = config.mixed_precision and (
+        device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bfloat16())
+    )
+    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and device.type == "cuda")
     pin = device.type == "cuda"
 
     history = TrainingHistory(device=str(device))
@@ -523,7 +528,7 @@ def train_iter(
             yb = yb.to(device, non_blocking=pin)
             mb = mb.to(device, non_blocking=pin)
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 logits = model(xb)
             loss = masked_loss(loss_name, logits.float(), yb, mb)
             scaler.scale(loss).backward()
