@@ -58,3 +58,17 @@ def test_command_line_help():
     )
     assert done.returncode == 0, done.stderr
     assert "--quick" in done.stdout
+
+
+def test_quick_accuracy_benchmark_writes_its_table_and_json(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.accuracy import CASES, main
+    finally:
+        sys.path.remove(str(ROOT))
+    assert main(["--quick", "--out", str(tmp_path)]) == 0
+    assert "| case | painted |" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "accuracy-quick.json").read_text())["cases"]
+    assert [r["name"] for r in rows] == [c.name for c in CASES]
+    assert all(0 <= r["dice_unpainted"] <= 1 and r["steps"] >= 1 for r in rows)
+    assert all("object_f1" in r for r in rows if r["objects"])
