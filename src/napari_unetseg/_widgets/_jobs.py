@@ -93,6 +93,8 @@ def train_job(
         raise JobFailed(error) from error
     if new_model is not None:
         yield ModelCreated(segmenter)
+    from napari_unetseg.core.predict import run_to_end
+
     try:
         for event in events:
             yield event
@@ -109,16 +111,6 @@ def train_job(
         raise JobFailed(error) from error
     finally:
         events.close()
-
-
-def run_to_end(events: Generator[Any, None, Prediction]) -> Prediction:
-    """Consume a prediction generator here, in this thread, and return its result."""
-    while True:
-        try:
-            next(events)
-        except StopIteration as finished:
-            result: Prediction = finished.value
-            return result
 
 
 def segment_job(

@@ -573,3 +573,13 @@ def predict_iter(
     if labels_out is not None and objects:
         labels_out = labels_out.astype(smallest_uint_dtype(next_id), copy=False)
     return Prediction(probabilities=probs_out, labels=labels_out)
+
+
+def run_to_end(events: Generator[PredictProgress, None, Prediction]) -> Prediction:
+    """Run a prediction generator to the end in this thread and return its result."""
+    while True:
+        try:
+            next(events)
+        except StopIteration as finished:
+            result: Prediction = finished.value
+            return result

@@ -17,7 +17,7 @@ from .devices import describe_device, inference_dtype, select_device
 from .errors import ConfigError
 from .layout import resolve_layout
 from .model import UNet, count_parameters
-from .predict import Prediction, PredictProgress, predict_iter
+from .predict import Prediction, PredictProgress, predict_iter, run_to_end
 from .train import TrainingEvent, TrainingHistory, consume, prepare_planes
 from .train import train_iter as _train_iter
 from .weights import load_weights, save_weights
@@ -255,14 +255,6 @@ class Segmenter:
             planes=planes,
         )
 
-    def _run(self, events: Generator[PredictProgress, None, Prediction]) -> Prediction:
-        while True:
-            try:
-                next(events)
-            except StopIteration as finished:
-                result: Prediction = finished.value
-                return result
-
     def predict_proba(
         self,
         image: Any,
@@ -272,7 +264,7 @@ class Segmenter:
         **overrides: Any,
     ) -> np.ndarray:
         """Class probabilities, float32 of shape (n_classes, *spatial shape of image)."""
-        result = self._run(
+        result = run_to_end(
             self.predict_iter(image, axes=axes, config=config, labels=False, **overrides)
         )
         assert result.probabilities is not None
@@ -291,7 +283,7 @@ class Segmenter:
         Class models give class indices; object models give one id per object, consecutive
         from 1 and unique across a stack. The dtype is the smallest that holds the values.
         """
-        result = self._run(
+        result = run_to_end(
             self.predict_iter(image, axes=axes, config=config, probabilities=False, **overrides)
         )
         assert result.labels is not None

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.draw import disk, ellipse, line, polygon, rectangle
-from skimage.morphology import dilation, disk as disk_footprint
+from skimage.morphology import dilation
+from skimage.morphology import disk as disk_footprint
 
 
 @dataclass(frozen=True)
