@@ -177,7 +177,7 @@ def test_default_training_segments_only_the_ellipses():
     scene = shapes_scene((256, 256), seed=0)
     seg = Segmenter.create(device="cpu")
     seg.train(
-        scene.image, scene.painted, TrainConfig(max_seconds=None, max_epochs=12), progress=False
+        scene.image, scene.painted, TrainConfig(max_seconds=None, max_epochs=8), progress=False
     )
     labels = seg.segment(scene.image)
     assert dice(labels, scene.classes, mask=scene.painted == 0) >= 0.9
