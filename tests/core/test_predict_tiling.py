@@ -17,6 +17,7 @@ from napari_unetseg.core.predict import (
     FusedConv2d,
     PredictProgress,
     _RowBlender,
+    cached_inference_network,
     inference_network,
     plan_tiles,
     tiles_per_forward,
@@ -150,8 +151,8 @@ def test_progress_counts_every_plane_of_a_stack(seg):
 
 def test_cpu_caps_pixels_per_forward():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert tiles_per_forward(2, 464 * 464, cpu) == 1
-    assert tiles_per_forward(8, 256 * 256, cpu) == 4
+    assert tiles_per_forward(2, 544 * 544, cpu) == 1
+    assert tiles_per_forward(8, 256 * 256, cpu) == 6
     assert tiles_per_forward(2, 64 * 64, cpu) == 2
     assert tiles_per_forward(2, 2048 * 2048, cpu) == 1
     assert tiles_per_forward(8, 464 * 464, cuda) == 8
@@ -206,6 +207,42 @@ def test_fused_network_matches_the_model(upsampling, dtype):
         got = network(x.contiguous(memory_format=torch.channels_last)).float()
     tolerance = 1e-4 if dtype == torch.float32 else 0.05
     assert (got - expected).abs().max() <= tolerance * expected.abs().max()
+
+
+def test_fused_network_is_channels_last_and_the_model_is_not():
+    seg = Segmenter.create(device="cpu")
+    network = inference_network(seg.model, torch.device("cpu"), torch.float32)
+    fused = [m for m in network.modules() if isinstance(m, FusedConv2d)]
+    assert fused and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in fused)
+    assert all(p.is_contiguous() for p in seg.model.parameters())
+    flat = inference_network(seg.model, torch.device("cpu"), torch.float32, channels_last=False)
+    assert all(m.weight.is_contiguous() for m in flat.modules() if isinstance(m, FusedConv2d))
+
+
+def test_inference_network_is_reused_until_the_weights_change():
+    seg = randomised(Segmenter.create(device="cpu"))
+    cpu = torch.device("cpu")
+    first = cached_inference_network(seg.model, cpu, torch.float32)
+    assert cached_inference_network(seg.model, cpu, torch.float32) is first
+    assert cached_inference_network(seg.model, cpu, torch.float32, channels_last=False) is not first
+
+    image = image_of((96, 96))
+    before = seg.predict_proba(image, precision="float32")
+    # An optimiser step writes the weights in place; the next prediction must use them.
+    optimizer = torch.optim.SGD(seg.model.parameters(), lr=0.5)
+    seg.model.train()
+    seg.model(torch.randn(2, 1, 64, 64)).mean().backward()
+    optimizer.step()
+    after = seg.predict_proba(image, precision="float32")
+    assert not np.allclose(before, after, atol=1e-3)
+    np.testing.assert_allclose(after, untiled(seg, image), atol=2e-4)
+
+    # So must weights loaded into the model.
+    other = randomised(Segmenter.create(device="cpu"), seed=5)
+    seg.model.load_state_dict(other.model.state_dict())
+    np.testing.assert_allclose(
+        seg.predict_proba(image, precision="float32"), untiled(other, image), atol=2e-4
+    )
 
 
 @pytest.mark.filterwarnings("ignore:.*torch.jit:DeprecationWarning")
