@@ -72,8 +72,7 @@ def fit_normalizer(image: Any, layout: ImageLayout, config: NormalizationConfig)
         scale = 1.0 / 255.0 if full_max > 1 else 1.0
         return Normalizer(np.zeros(n, np.float32), np.full(n, scale, np.float32))
     sample = sample.astype(np.float32, copy=False)
-    low = np.percentile(sample, config.low, axis=1).astype(np.float32)
-    high = np.percentile(sample, config.high, axis=1).astype(np.float32)
+    low, high = np.percentile(sample, [config.low, config.high], axis=1).astype(np.float32)
     spread = high - low
     spread[spread < 1e-6] = 1.0
     return Normalizer(low, (1.0 / spread).astype(np.float32))
