@@ -135,9 +135,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             print(f"skip {path}: {out} exists (use --overwrite)", file=sys.stderr)
             continue
         image = _read_image(path)
-        events = segmenter.predict_iter(
-            image, axes=args.axes, probabilities=False, tile_size=args.tile_size
-        )
+        tiling = {} if args.tile_size is None else {"tile_size": args.tile_size}
+        events = segmenter.predict_iter(image, axes=args.axes, probabilities=False, **tiling)
         with tqdm(
             total=1.0,
             desc=Path(path).name,
@@ -199,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("images", nargs="+")
     segment.add_argument("--output-dir", default=None)
     segment.add_argument("--axes", default=None)
-    segment.add_argument("--tile-size", type=int, default=512)
+    segment.add_argument(
+        "--tile-size", type=int, default=None, help="tile side in px (default: PredictConfig's)"
+    )
     segment.add_argument("--device", default="auto")
     segment.add_argument("--overwrite", action="store_true")
     segment.set_defaults(run=_cmd_segment)

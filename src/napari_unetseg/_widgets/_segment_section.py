@@ -18,6 +18,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_unetseg.core.config import PredictConfig
+
 from ._common import note_label, start_worker
 from ._layers import (
     find_layer,
@@ -60,7 +62,7 @@ class SegmentSection(QGroupBox):
         self.tile_size = QSpinBox()
         self.tile_size.setRange(128, 4096)
         self.tile_size.setSingleStep(64)
-        self.tile_size.setValue(512)
+        self.tile_size.setValue(PredictConfig().tile_size)
         self.tile_size.setSuffix(" px")
         self.tile_size.setToolTip("Large images are segmented in overlapping tiles of this size.")
         self.planes = QComboBox()

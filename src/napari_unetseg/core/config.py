@@ -286,8 +286,8 @@ class PredictConfig:
     CUDA, float32 elsewhere.
     """
 
-    tile_size: int = 512
-    overlap: int = 32
+    tile_size: int = 576
+    overlap: int = 16
     batch_size: int = 2
     device: str = "auto"
     precision: Precision = "auto"
