@@ -45,7 +45,9 @@ def table(r: Results) -> str:
     lines.append("| measure | value |")
     lines.append("|---|---:|")
     for key, value in r.ratios.items():
-        lines.append(f"| {key.replace('_', ' ')} | {_fmt(value)}× |")
+        per_round = r.round_ratios.get(key)
+        spread = f" (rounds {min(per_round):.2f}–{max(per_round):.2f})" if per_round else ""
+        lines.append(f"| {key.replace('_', ' ')} | {_fmt(value)}×{spread} |")
     for key, value in r.agreement.items():
         lines.append(f"| agreement {key.replace('_', ' ')} | {_fmt(value, percent=True)} |")
     if r.scaling:

@@ -7,6 +7,7 @@ the median over rounds is reported, so that load from other processes hits them 
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
 import json
@@ -69,6 +70,8 @@ class Results:
     training: dict[str, Any] = field(default_factory=dict)
     speed: dict[str, dict[str, float]] = field(default_factory=dict)
     ratios: dict[str, float | None] = field(default_factory=dict)
+    #: The same ratios from each round alone (both contenders ran back to back): their spread.
+    round_ratios: dict[str, list[float]] = field(default_factory=dict)
     agreement: dict[str, float | None] = field(default_factory=dict)
     scaling: dict[str, Any] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
@@ -154,7 +157,11 @@ def normalized_tensor(seg: Segmenter, image: np.ndarray) -> torch.Tensor:
 
 
 def raw_floor(module: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> Callable[[], None]:
-    """The module over non-overlapping FLOOR_TILE tiles in channels-last: no overlap, no stitching."""
+    """The module over non-overlapping FLOOR_TILE tiles in channels-last: no overlap, no stitching.
+
+    It runs a channels-last copy of ``module``: converting the module itself would also
+    speed up the contenders measured after it, which get the module as a user has it.
+    """
     _, c, h, w = x.shape
     t = min(FLOOR_TILE, h, w)
     tiles = x[:, :, : h // t * t, : w // t * t].reshape(c, h // t, t, w // t, t)
@@ -163,7 +170,7 @@ def raw_floor(module: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> C
         .reshape(-1, c, t, t)
         .contiguous(memory_format=torch.channels_last)
     )
-    module = module.eval().to(memory_format=torch.channels_last)
+    module = copy.deepcopy(module).eval().to(memory_format=torch.channels_last)
 
     def run() -> None:
         with (
@@ -202,6 +209,15 @@ def monai_predict(
         return out[0].numpy()
 
     return run
+
+
+def untiled_forward(module: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
+    """Probabilities from one forward pass over the whole plane: no tiles, hence no seams."""
+    network = inference_network(module, torch.device("cpu"), dtype)
+    with torch.inference_mode():
+        logits = network(x.contiguous(memory_format=torch.channels_last))
+    probabilities: np.ndarray = torch.softmax(logits.float(), dim=1)[0].numpy()
+    return probabilities
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> float:
@@ -410,25 +426,27 @@ def _run(settings: Settings, log: Callable[[str], None]) -> Results:
         if size == settings.compare_size:
             results.speed[str(size)]["_all_seconds"] = times  # type: ignore[assignment]
 
-    # Ratios at compare_size.
+    # Ratios at compare_size: of the medians, and round by round.
     s = results.speed[str(settings.compare_size)]
-    ours = s["ours default"]
-    floor_default = s.get("floor bfloat16" if default_dtype == torch.bfloat16 else "floor float32")
-    results.ratios = {
-        "ours_default_vs_monai_float32": ours / s["MONAI float32"]
-        if "MONAI float32" in s
-        else None,
-        "ours_default_vs_monai_bfloat16": ours / s["MONAI bfloat16"]
-        if "MONAI bfloat16" in s
-        else None,
-        "ours_default_vs_floor_same_precision": ours / floor_default if floor_default else None,
-        "ours_default_vs_floor_float32": ours / s["floor float32"],
-        "ours_default_vs_fused_floor_same_precision": ours
-        / s["floor fused bfloat16" if default_dtype == torch.bfloat16 else "floor fused float32"],
-        "ours_bfloat16_vs_ours_float32": s["ours bfloat16"] / s["ours float32"]
-        if "ours bfloat16" in s
-        else None,
+    compare_times: dict[str, list[float]] = s["_all_seconds"]  # type: ignore[assignment]
+    same = "bfloat16" if default_dtype == torch.bfloat16 else "float32"
+    pairs = {
+        "ours_default_vs_monai_float32": ("ours default", "MONAI float32"),
+        "ours_default_vs_monai_bfloat16": ("ours default", "MONAI bfloat16"),
+        "ours_default_vs_floor_same_precision": ("ours default", f"floor {same}"),
+        "ours_default_vs_floor_float32": ("ours default", "floor float32"),
+        "ours_default_vs_fused_floor_same_precision": ("ours default", f"floor fused {same}"),
+        "ours_bfloat16_vs_ours_float32": ("ours bfloat16", "ours float32"),
     }
+    for key, (faster, slower) in pairs.items():
+        if faster not in s or slower not in s:
+            results.ratios[key] = None
+            continue
+        results.ratios[key] = s[faster] / s[slower]
+        results.round_ratios[key] = [
+            t_slow / t_fast
+            for t_fast, t_slow in zip(compare_times[faster], compare_times[slower], strict=True)
+        ]
 
     # Agreement on the benchmark scene with the trained model.
     image = scene_image(settings.compare_size, settings.seed)
@@ -439,6 +457,10 @@ def _run(settings: Settings, log: Callable[[str], None]) -> Results:
         classes_bf16 = seg.predict_proba(image, precision="bfloat16").argmax(0)
         results.agreement["ours_bfloat16_vs_ours_float32"] = agreement(classes_bf16, classes_f32)
     x = normalized_tensor(seg, image)
+    if settings.compare_size <= 2048:  # one forward pass over the whole plane fits in memory
+        results.agreement["ours_default_vs_untiled_forward"] = agreement(
+            classes_default, untiled_forward(module, x, default_dtype).argmax(0)
+        )
     if use_monai:
         monai_classes = monai_predict(module, x)().argmax(0)
         results.agreement["ours_default_vs_monai_float32"] = agreement(
