@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .allocator import reuse_freed_memory
 from .config import ModelConfig, TrainConfig
 from .devices import cpu_has_native_bfloat16
 from .errors import InputError
@@ -417,6 +418,19 @@ def train_iter(
     on_finish: Callable[[TrainingHistory], None] | None = None,
 ) -> Generator[TrainingEvent, None, TrainingHistory]:
     """Train ``model`` in place; yields events, returns the history, keeps the best weights."""
+    with reuse_freed_memory():
+        return (yield from _training(model, model_config, planes, config, device, stop, on_finish))
+
+
+def _training(
+    model: nn.Module,
+    model_config: ModelConfig,
+    planes: list[TrainingPlane],
+    config: TrainConfig,
+    device: torch.device,
+    stop: threading.Event | None,
+    on_finish: Callable[[TrainingHistory], None] | None,
+) -> Generator[TrainingEvent, None, TrainingHistory]:
     start = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
