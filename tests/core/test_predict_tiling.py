@@ -151,8 +151,9 @@ def test_progress_counts_every_plane_of_a_stack(seg):
 
 def test_cpu_caps_pixels_per_forward():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert tiles_per_forward(2, 544 * 544, cpu) == 1
-    assert tiles_per_forward(8, 256 * 256, cpu) == 6
+    assert tiles_per_forward(4, 544 * 544, cpu) == 2
+    assert tiles_per_forward(4, 640 * 640, cpu) == 1
+    assert tiles_per_forward(16, 256 * 256, cpu) == 10
     assert tiles_per_forward(2, 64 * 64, cpu) == 2
     assert tiles_per_forward(2, 2048 * 2048, cpu) == 1
     assert tiles_per_forward(8, 464 * 464, cuda) == 8

@@ -288,7 +288,7 @@ class PredictConfig:
 
     tile_size: int = 576
     overlap: int = 16
-    batch_size: int = 2
+    batch_size: int = 4
     device: str = "auto"
     precision: Precision = "auto"
     channels_last: bool = True
