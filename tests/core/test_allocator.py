@@ -105,9 +105,7 @@ def test_real_glibc_accepts_the_settings():
     assert libc.mallopt(allocator.M_MMAP_THRESHOLD, allocator.MMAP_THRESHOLD) == 1
     assert libc.mallopt(allocator.M_TRIM_THRESHOLD, allocator.IDLE_TRIM_THRESHOLD) == 1
     scene = nuclei_scene((96, 96), seed=2)
-    probabilities = Segmenter.create(base_width=4, depth=2, device="cpu").predict_proba(
-        scene.image
-    )
+    probabilities = Segmenter.create(base_width=4, depth=2, device="cpu").predict_proba(scene.image)
     assert np.isfinite(probabilities).all()
 
 

@@ -154,6 +154,10 @@ def test_cpu_caps_pixels_per_forward():
     assert tiles_per_forward(4, 544 * 544, cpu) == 2
     assert tiles_per_forward(4, 640 * 640, cpu) == 1
     assert tiles_per_forward(16, 256 * 256, cpu) == 10
+    assert tiles_per_forward(4, 544 * 544, cpu, torch.float32) == 1, (
+        "float32 fills cache twice as fast"
+    )
+    assert tiles_per_forward(4, 256 * 256, cpu, torch.float32) == 4
     assert tiles_per_forward(2, 64 * 64, cpu) == 2
     assert tiles_per_forward(2, 2048 * 2048, cpu) == 1
     assert tiles_per_forward(8, 464 * 464, cuda) == 8

@@ -402,19 +402,23 @@ class _RowBlender:
         self.top += count
 
 
-#: On CPU a forward pass of more pixels than this runs slower per pixel (the feature maps
-#: fall out of cache), and one of far fewer pays the per-call overhead of every layer.
-#: Measured with the default U-Net (base width 16, bfloat16, 2 cores, median of 10 rounds):
-#: 5.85 MPix/s for two 544² tiles per pass, 4.87 for one, 5.63 for four 256² tiles,
-#: 5.3 or less from about 1.1 MPix per pass up.
-CPU_PIXELS_PER_FORWARD = 2 * 576 * 576
+#: On CPU a forward pass of more than this many bytes of feature maps per channel runs
+#: slower per pixel (they fall out of cache), and one of far fewer pays the per-call
+#: overhead of every layer. Measured with the default U-Net (base width 16, 2 cores,
+#: median of 6-10 rounds), in MPix/s computed: bfloat16 5.85 for two 544² tiles per pass,
+#: 4.87 for one, 5.63 for four 256²; float32 2.72 for one 544² tile, 2.43 for two,
+#: 3.03 for four 256².
+CPU_BYTES_PER_FORWARD = 2 * 576 * 576 * 2
 
 
-def tiles_per_forward(batch_size: int, tile_pixels: int, device: torch.device) -> int:
+def tiles_per_forward(
+    batch_size: int, tile_pixels: int, device: torch.device, dtype: torch.dtype = torch.bfloat16
+) -> int:
     """Tiles per forward pass: ``batch_size``, capped on CPU so a pass stays cache-sized."""
     if device.type != "cpu":
         return batch_size
-    return max(1, min(batch_size, CPU_PIXELS_PER_FORWARD // tile_pixels))
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return max(1, min(batch_size, CPU_BYTES_PER_FORWARD // (tile_pixels * itemsize)))
 
 
 def _to_host(probs: torch.Tensor) -> tuple[torch.Tensor, Any]:
@@ -458,7 +462,7 @@ def predict_plane_iter(
     cuda = device.type == "cuda"
     blender = _RowBlender(tiling, n_outputs, height, width, emit)
     positions = list(tiling.tiles())
-    per_forward = tiles_per_forward(config.batch_size, ty * tx, device)
+    per_forward = tiles_per_forward(config.batch_size, ty * tx, device, dtype)
     batches = [positions[k : k + per_forward] for k in range(0, len(positions), per_forward)]
 
     def launch(batch: list[tuple[int, int]]) -> tuple[torch.Tensor, Any]:
