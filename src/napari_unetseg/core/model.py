@@ -59,6 +59,7 @@ class Up(nn.Module):
         bias: bool,
     ) -> None:
         super().__init__()
+        self.skip_channels = skip_channels
         self.up: nn.Module
         if upsampling == "bilinear":
             self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
@@ -69,13 +70,18 @@ class Up(nn.Module):
         self.conv = DoubleConv(up_channels + skip_channels, out_channels, mid_channels, bias)
 
     def forward(self, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        deep = self.up(deep)
-        dy = skip.shape[-2] - deep.shape[-2]
-        dx = skip.shape[-1] - deep.shape[-1]
-        if dy or dx:
-            deep = F.pad(deep, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
+        deep = pad_to_match(self.up(deep), skip)
         out: torch.Tensor = self.conv(torch.cat([skip, deep], dim=1))
         return out
+
+
+def pad_to_match(deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """The upsampled map, zero-padded to the skip connection's size when that is odd."""
+    dy = skip.shape[-2] - deep.shape[-2]
+    dx = skip.shape[-1] - deep.shape[-1]
+    if dy or dx:
+        deep = F.pad(deep, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
+    return deep
 
 
 class OutConv(nn.Module):

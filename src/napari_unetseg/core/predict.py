@@ -34,6 +34,7 @@ from .allocator import reuse_freed_memory
 from .config import ModelConfig, PredictConfig
 from .errors import InputError
 from .layout import ImageLayout
+from .model import Up, pad_to_match
 from .normalization import Normalizer, check_finite, fit_normalizer
 from .objects import objects_from_probabilities
 
@@ -152,6 +153,37 @@ def onednn_fusion_available(dtype: torch.dtype) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=4)
+def onednn_binary_fusion_available(dtype: torch.dtype) -> bool:
+    """True when oneDNN's convolution + add + ReLU runs here in ``dtype`` and adds correctly."""
+    if not onednn_fusion_available(dtype):
+        return False
+    op = torch.ops.mkldnn._convolution_pointwise
+    try:
+        generator = torch.Generator().manual_seed(0)
+        x, other = (
+            torch.randn(1, c, 8, 8, generator=generator).contiguous(
+                memory_format=torch.channels_last
+            )
+            for c in (3, 4)
+        )
+        w = torch.randn(4, 3, 3, 3, generator=generator).contiguous(
+            memory_format=torch.channels_last
+        )
+        with torch.inference_mode():
+            fused = op.binary(
+                x.to(dtype), other.to(dtype), w.to(dtype), None, [1, 1], [1, 1], [1, 1], 1,
+                "add", None, "relu", [], "",
+            )  # fmt: skip
+            plain = torch.relu(F.conv2d(x, w, padding=1) + other)
+        tolerance = 1e-4 if dtype == torch.float32 else 0.1
+        return bool(
+            torch.allclose(fused.float(), plain, atol=tolerance * float(plain.abs().max()) + 1e-6)
+        )
+    except (RuntimeError, TypeError, NotImplementedError, AttributeError):
+        return False
+
+
 class FusedConv2d(nn.Module):
     """A 2-D convolution with batch norm folded in and an optional ReLU, for inference only.
 
@@ -207,6 +239,74 @@ class FusedConv2d(nn.Module):
             x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
         )
         return F.relu(y) if self.relu else y
+
+
+class SplitConcatUp(nn.Module):
+    """A decoder block (:class:`Up`) that never writes the concatenated map, for oneDNN on CPU.
+
+    Its first convolution reads the skip connection and the upsampled map separately:
+    ``conv(cat(skip, deep)) = conv_skip(skip) + conv_deep(deep)``, where the second call adds
+    the first's output and applies the ReLU itself. Measured on a 544² decoder block in
+    bfloat16: 26 ms instead of 33 ms for upsampling, concatenation and the first convolution.
+    """
+
+    def __init__(self, block: Up, first: FusedConv2d, rest: nn.Module) -> None:
+        super().__init__()
+        assert first._cast is not None and first.compute_dtype is not None and first.relu
+        weight, bias = first._cast
+        skip = block.skip_channels
+        channels_last = torch.channels_last
+        self.up = block.up
+        self.rest = rest
+        self.compute_dtype = first.compute_dtype
+        self.skip_weight = weight[:, :skip].contiguous(memory_format=channels_last)
+        self.deep_weight = weight[:, skip:].contiguous(memory_format=channels_last)
+        self.bias = bias
+        self.geometry = (
+            list(first.padding),
+            list(first.stride),
+            list(first.dilation),
+            first.groups,
+        )
+
+    @classmethod
+    def replacing(cls, block: nn.Module) -> SplitConcatUp | None:
+        """The replacement for a fused :class:`Up` block running on oneDNN, else None."""
+        if type(block) is not Up:
+            return None
+        layers = list(block.conv.double_conv)
+        first = layers[0]
+        if not (isinstance(first, FusedConv2d) and first._cast is not None and first.relu):
+            return None
+        return cls(block, first, nn.Sequential(*layers[1:]))
+
+    def forward(self, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        deep = pad_to_match(self.up(deep), skip)
+        padding, stride, dilation, groups = self.geometry
+        dtype = self.compute_dtype
+        convolution = torch.ops.mkldnn._convolution_pointwise
+        partial = convolution(
+            skip.to(dtype), self.skip_weight, self.bias, padding, stride, dilation, groups,
+            "none", [], "",
+        )  # fmt: skip
+        summed = convolution.binary(
+            deep.to(dtype), partial, self.deep_weight, None, padding, stride, dilation, groups,
+            "add", None, "relu", [], "",
+        )  # fmt: skip
+        out: torch.Tensor = self.rest(summed)
+        return out
+
+
+def split_concatenations(model: nn.Module) -> int:
+    """Replace fused :class:`Up` blocks by :class:`SplitConcatUp`; returns how many."""
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent._modules.items()):
+            split = SplitConcatUp.replacing(child) if child is not None else None
+            if split is not None:
+                parent._modules[name] = split
+                replaced += 1
+    return replaced
 
 
 def _fusable(conv: nn.Module) -> bool:
@@ -281,6 +381,8 @@ def inference_network(
     for module in fused.modules():
         if isinstance(module, FusedConv2d):
             module.use_onednn(dtype if onednn else None)
+    if onednn and channels_last and onednn_binary_fusion_available(dtype):
+        split_concatenations(fused)
     return fused
 
 
