@@ -19,7 +19,13 @@ import ctypes
 import functools
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+Y = TypeVar("Y")
+S = TypeVar("S")
+R = TypeVar("R")
 
 # mallopt parameters, from glibc's malloc.h.
 M_TRIM_THRESHOLD = -1
@@ -77,3 +83,16 @@ def reuse_freed_memory() -> Iterator[None]:
             if _jobs == 0 and libc is not None:
                 libc.mallopt(M_TRIM_THRESHOLD, IDLE_TRIM_THRESHOLD)
                 libc.malloc_trim(0)
+
+
+def in_a_job(
+    generator_function: Callable[P, Generator[Y, S, R]],
+) -> Callable[P, Generator[Y, S, R]]:
+    """Run a generator function inside :func:`reuse_freed_memory`, from its start to its end."""
+
+    @functools.wraps(generator_function)
+    def run(*args: P.args, **kwargs: P.kwargs) -> Generator[Y, S, R]:
+        with reuse_freed_memory():
+            return (yield from generator_function(*args, **kwargs))
+
+    return run

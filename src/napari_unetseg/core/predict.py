@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .allocator import reuse_freed_memory
+from .allocator import in_a_job
 from .config import ModelConfig, PredictConfig
 from .errors import InputError
 from .layout import ImageLayout
@@ -633,6 +633,7 @@ class Prediction:
     labels: np.ndarray | None
 
 
+@in_a_job
 def predict_iter(
     model: nn.Module,
     model_config: ModelConfig,
@@ -650,35 +651,6 @@ def predict_iter(
     Probabilities have shape (n_outputs, *stack, Y, X); labels have the image's shape
     without channels. Object models return instance ids, unique across the whole stack.
     """
-    with reuse_freed_memory():
-        return (
-            yield from _prediction(
-                model,
-                model_config,
-                image,
-                layout,
-                config,
-                device,
-                dtype,
-                want_probabilities,
-                want_labels,
-                planes,
-            )
-        )
-
-
-def _prediction(
-    model: nn.Module,
-    model_config: ModelConfig,
-    image: Any,
-    layout: ImageLayout,
-    config: PredictConfig,
-    device: torch.device,
-    dtype: torch.dtype,
-    want_probabilities: bool,
-    want_labels: bool,
-    planes: list[tuple[int, ...]] | None,
-) -> Generator[PredictProgress, None, Prediction]:
     if min(layout.plane_shape) < model_config.min_size:
         raise InputError(
             f"the image planes are {layout.plane_shape[0]}x{layout.plane_shape[1]} px; this model "

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .allocator import reuse_freed_memory
+from .allocator import in_a_job
 from .config import ModelConfig, TrainConfig
 from .devices import cpu_has_native_bfloat16
 from .errors import InputError
@@ -408,6 +408,7 @@ def learning_rate_factor(progress: float, warmup: float) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / span)))
 
 
+@in_a_job
 def train_iter(
     model: nn.Module,
     model_config: ModelConfig,
@@ -418,19 +419,6 @@ def train_iter(
     on_finish: Callable[[TrainingHistory], None] | None = None,
 ) -> Generator[TrainingEvent, None, TrainingHistory]:
     """Train ``model`` in place; yields events, returns the history, keeps the best weights."""
-    with reuse_freed_memory():
-        return (yield from _training(model, model_config, planes, config, device, stop, on_finish))
-
-
-def _training(
-    model: nn.Module,
-    model_config: ModelConfig,
-    planes: list[TrainingPlane],
-    config: TrainConfig,
-    device: torch.device,
-    stop: threading.Event | None,
-    on_finish: Callable[[TrainingHistory], None] | None,
-) -> Generator[TrainingEvent, None, TrainingHistory]:
     start = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
