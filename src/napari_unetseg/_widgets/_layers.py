@@ -101,6 +101,32 @@ def put_labels(
     return layer
 
 
+def put_labels_plane(
+    viewer: napari.Viewer,
+    image: Image,
+    index: tuple[int, ...],
+    plane: np.ndarray,
+    shape: tuple[int, ...],
+) -> Labels:
+    """Write one plane into "<image> segmentation" of ``shape``; the other planes keep theirs.
+
+    Writes in place when the layer already has that shape and dtype room, so a preview of
+    one plane of a large stack costs one plane, not a stack-sized array.
+    """
+    from napari.layers import Labels
+
+    layer = find_layer(viewer, result_name(image))
+    if isinstance(layer, Labels) and layer.data.shape == shape:
+        data = np.asarray(layer.data)
+        if np.can_cast(plane.dtype, data.dtype):
+            data[index] = plane
+            layer.refresh()
+            return layer
+    full = np.zeros(shape, plane.dtype)
+    full[index] = plane
+    return put_labels(viewer, image, full, planes=[index])
+
+
 def put_probabilities(
     viewer: napari.Viewer, image: Image, probabilities: np.ndarray, objects: bool
 ) -> None:

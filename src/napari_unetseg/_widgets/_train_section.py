@@ -30,6 +30,7 @@ from ._layers import (
     image_channels,
     image_data,
     put_labels,
+    put_labels_plane,
     result_name,
     spatial_shape,
 )
@@ -329,9 +330,9 @@ class TrainSection(QGroupBox):
             self._best = event.best_validation_dice
             self.plot.redraw()
         elif isinstance(event, Preview) and self._image is not None:
-            full = np.zeros(self._preview_shape, event.labels.dtype)
-            full[event.index] = event.labels
-            put_labels(self.viewer, self._image, full, planes=[event.index])
+            put_labels_plane(
+                self.viewer, self._image, event.index, event.labels, self._preview_shape
+            )
         elif isinstance(event, ModelCreated):
             self.session.segmenter = event.segmenter
         elif isinstance(event, TrainingStarted):
