@@ -119,3 +119,12 @@ def test_other_platforms_leave_the_allocator_alone(monkeypatch):
         assert allocator.jobs_running() == 0
     finally:
         allocator.glibc.cache_clear()
+
+
+def test_the_environment_can_switch_it_off(monkeypatch):
+    allocator.glibc.cache_clear()
+    monkeypatch.setenv(allocator.SWITCH, "0")
+    try:
+        assert allocator.glibc() is None
+    finally:
+        allocator.glibc.cache_clear()

@@ -9,7 +9,8 @@ at 150,000 page faults per 2048² prediction and a fifth of its time on this 2-c
 :func:`reuse_freed_memory` raises the trim threshold while prediction or training runs,
 then sets it back to the ceiling glibc's own adaptive rule reaches and returns the free
 memory at once (``malloc_trim``). Peak memory is unchanged: memory that is kept is
-memory the next pass uses. Elsewhere (macOS, Windows, musl) it does nothing.
+memory the next pass uses. Elsewhere (macOS, Windows, musl) it does nothing, and
+``NAPARI_UNETSEG_MALLOPT=0`` in the environment switches it off.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import os
 import sys
 import threading
 from collections.abc import Callable, Generator, Iterator
@@ -27,6 +29,8 @@ Y = TypeVar("Y")
 S = TypeVar("S")
 R = TypeVar("R")
 
+#: Set to 0 to leave the C library's settings alone.
+SWITCH = "NAPARI_UNETSEG_MALLOPT"
 # mallopt parameters, from glibc's malloc.h.
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -45,7 +49,7 @@ _jobs = 0
 @functools.lru_cache(maxsize=1)
 def glibc() -> ctypes.CDLL | None:
     """The process's C library when it is glibc with ``mallopt`` and ``malloc_trim``."""
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or os.environ.get(SWITCH, "1").strip() == "0":
         return None
     try:
         libc = ctypes.CDLL(None)
