@@ -375,7 +375,7 @@ def inference_network(
     fused.eval()
     with torch.no_grad():
         fuse_modules(fused)
-        if channels_last:
+        if channels_last and device.type in ("cpu", "cuda"):  # untested on Apple MPS: left as is
             fused.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     onednn = device.type == "cpu" and onednn_fusion_available(dtype)
     for module in fused.modules():
