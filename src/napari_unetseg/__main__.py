@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 def _dice(predicted, truth, where) -> float:  # type: ignore[no-untyped-def]
@@ -127,6 +128,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from napari_unetseg.core import Segmenter
+    from napari_unetseg.core.predict import PredictProgress, run_to_end
 
     segmenter = Segmenter.load(args.weights, device=args.device)
     for path in args.images:
@@ -142,14 +144,12 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             desc=Path(path).name,
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}",
         ) as bar:
-            while True:
-                try:
-                    progress = next(events)
-                except StopIteration as finished:
-                    labels = finished.value.labels
-                    break
+
+            def show(progress: PredictProgress, bar: Any = bar) -> None:
                 bar.n = progress.fraction
                 bar.refresh()
+
+            labels = run_to_end(events, show).labels
         _write_labels(str(out), labels)
         print(f"{path} -> {out} ({labels.dtype}, max label {labels.max()})")
     return 0

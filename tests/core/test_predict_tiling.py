@@ -22,6 +22,7 @@ from napari_unetseg.core.predict import (
     inference_network,
     onednn_binary_fusion_available,
     plan_tiles,
+    run_to_end,
     tiles_per_forward,
 )
 from napari_unetseg.core.synthetic import nuclei_scene
@@ -127,14 +128,8 @@ def test_progress_events_per_batch(seg):
     n_tiles = plan_tiles(image.shape, config, 16).n_tiles
     per_forward = tiles_per_forward(3, 64 * 64, torch.device("cpu"))
     assert per_forward == 3
-    events = []
-    generator = seg.predict_iter(image, config=config)
-    while True:
-        try:
-            events.append(next(generator))
-        except StopIteration as done:
-            result = done.value
-            break
+    events: list[PredictProgress] = []
+    result = run_to_end(seg.predict_iter(image, config=config), events.append)
     assert all(isinstance(e, PredictProgress) for e in events)
     assert len(events) == -(-n_tiles // 3)
     assert [e.tiles_done for e in events] == sorted(e.tiles_done for e in events)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from napari_unetseg.core import PredictProgress, Segmenter
+from napari_unetseg.core.predict import run_to_end
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +58,8 @@ def test_rgb_and_channel_first_images_need_matching_models():
 
 def test_progress_counts_every_tile_of_every_plane(seg, image):
     events = seg.predict_iter(np.stack([image] * 3), tile_size=32, overlap=4, batch_size=4)
-    seen = []
-    while True:
-        try:
-            seen.append(next(events))
-        except StopIteration as finished:
-            result = finished.value
-            break
+    seen: list[PredictProgress] = []
+    result = run_to_end(events, seen.append)
     assert all(isinstance(e, PredictProgress) for e in seen)
     assert seen[-1].tiles_done == seen[-1].tiles_total and seen[-1].n_planes == 3
     assert [e.tiles_done for e in seen] == sorted(e.tiles_done for e in seen)

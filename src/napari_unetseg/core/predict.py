@@ -729,11 +729,19 @@ def predict_iter(
     return Prediction(probabilities=probs_out, labels=labels_out)
 
 
-def run_to_end(events: Generator[PredictProgress, None, Prediction]) -> Prediction:
-    """Run a prediction generator to the end in this thread and return its result."""
+def run_to_end(
+    events: Generator[PredictProgress, None, Prediction],
+    on_progress: Callable[[PredictProgress], object] | None = None,
+) -> Prediction:
+    """Run a prediction generator to the end in this thread and return its result.
+
+    ``on_progress`` is called with each progress event on the way.
+    """
     while True:
         try:
-            next(events)
+            progress = next(events)
         except StopIteration as finished:
             result: Prediction = finished.value
             return result
+        if on_progress is not None:
+            on_progress(progress)
