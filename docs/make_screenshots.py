@@ -103,7 +103,7 @@ def main() -> None:
         train.extra_settings = {"steps_per_epoch": 8, "batch_size": 4}
         train.start_button.click()
         wait(lambda: not widget.session.busy)
-        widget.segment_section.run_button.click()
+        widget.segment_section.start_button.click()
         wait(lambda: not widget.session.busy)
         result = viewer.layers["nuclei segmentation"]
         result.opacity = 0.55

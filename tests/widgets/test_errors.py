@@ -19,7 +19,7 @@ def assert_one_error(notes, *words):
 def assert_usable(widget):
     assert not widget.session.busy
     assert widget.train_section.start_button.isEnabled()
-    assert widget.segment_section.run_button.isEnabled()
+    assert widget.segment_section.start_button.isEnabled()
 
 
 def test_no_image_layer(widget, notes):

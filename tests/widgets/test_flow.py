@@ -43,14 +43,14 @@ def test_sample_train_stop_segment(viewer, widget, qtbot, notes):
 
     segment = widget.segment_section
     segment.probabilities.setChecked(True)
-    segment.run_button.click()
+    segment.start_button.click()
     wait_idle(qtbot, widget)
     result = viewer.layers["nuclei segmentation"]
     assert result.data.shape == image.data.shape
     assert np.issubdtype(result.data.dtype, np.integer)
     assert set(np.unique(result.data)) <= {0, 1}
     assert viewer.layers["nuclei probabilities"].data.shape == image.data.shape
-    segment.run_button.click()  # a rerun updates the same layers in place
+    segment.start_button.click()  # a rerun updates the same layers in place
     wait_idle(qtbot, widget)
     names = [layer.name for layer in viewer.layers]
     assert names.count("nuclei segmentation") == 1 and names.count("nuclei probabilities") == 1
@@ -113,7 +113,7 @@ def test_cancel_segmentation(viewer, widget, qtbot, tiny_segmenter, scene, notes
     worker = segment.run()
     worker.yielded.connect(seen.append)
     qtbot.waitUntil(lambda: len(seen) >= 1, timeout=30_000)
-    segment.cancel_button.click()
+    segment.stop_button.click()
     wait_idle(qtbot, widget)
     assert "big segmentation" not in viewer.layers
     assert "Cancelled" in segment.status.text()

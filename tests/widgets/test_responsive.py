@@ -63,9 +63,9 @@ def test_event_loop_stays_responsive(viewer, widget, qtbot, tiny_segmenter, note
     stack = np.stack([viewer.layers["nuclei"].data] * 2)
     segment.image_picker.set_layer(viewer.add_image(stack, name="stack"))
     segment.tile_size.setValue(256)
-    segment.run_button.click()  # the first run adds the result layer
+    segment.start_button.click()  # the first run adds the result layer
     wait_idle(qtbot, widget)
-    segment.run_button.click()
+    segment.start_button.click()
     meter.start()
     wait_idle(qtbot, widget)
     during_segmentation = meter.stop()

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QProgressBar,
-    QPushButton,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -21,6 +16,7 @@ from qtpy.QtWidgets import (
 from napari_unetseg.core.config import PredictConfig
 
 from ._common import note_label, start_worker
+from ._job_section import JobSection
 from ._layers import (
     find_layer,
     image_axes,
@@ -41,19 +37,17 @@ if TYPE_CHECKING:
 ALL_PLANES, VISIBLE_PLANE = "all planes", "visible plane only (quick preview)"
 
 
-class SegmentSection(QGroupBox):
+class SegmentSection(JobSection):
     """Segments an image layer with the session's model into "<image> segmentation"."""
+
+    job_name = "segmenting"
 
     def __init__(
         self, viewer: napari.Viewer, session: Session, parent: QWidget | None = None
     ) -> None:
-        super().__init__("Segment", parent)
+        super().__init__("Segment", viewer, session, "Segment", "Cancel", parent)
         from napari.layers import Image
 
-        self.viewer = viewer
-        self.session = session
-        self.worker: Any = None
-        self.cancel_event = threading.Event()
         self._job: dict[str, Any] = {}
 
         self.image_picker = LayerPicker(viewer, Image, placeholder="(no image layer)")
@@ -71,17 +65,8 @@ class SegmentSection(QGroupBox):
         self.device = note_label("checking…")
         self.device.setObjectName("device")
 
-        self.run_button = QPushButton("Segment")
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.run_button.clicked.connect(lambda: self.run())
-        self.cancel_button.clicked.connect(self.cancel)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.status = note_label("")
+        self.start_button.clicked.connect(lambda: self.run())
+        self.stop_button.clicked.connect(self.cancel)
 
         form = QFormLayout()
         form.addRow("image", self.image_picker)
@@ -91,19 +76,14 @@ class SegmentSection(QGroupBox):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.probabilities)
-        layout.addLayout(buttons)
+        layout.addLayout(self.buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
-        session.busy_changed.connect(self._busy)
         self._image_changed()
 
     def _image_changed(self, *_: Any) -> None:
         image = self.image_picker.layer()
         self.planes.setEnabled(image is not None and len(spatial_shape(image)) > 2)
-
-    def _busy(self, busy: str) -> None:
-        self.run_button.setEnabled(not busy)
-        self.cancel_button.setEnabled(busy == "segmenting")
 
     def run(self, image: Any = None) -> Any:
         """Segment ``image`` (default: the chosen layer) in a worker; returns the worker or None."""
@@ -114,8 +94,7 @@ class SegmentSection(QGroupBox):
 
         segmenter = self.session.segmenter
         image = image if image is not None else self.image_picker.layer()
-        if self.session.busy:
-            show_warning(f"Wait until {self.session.busy} has finished, or stop it.")
+        if self.another_job_runs():
             return None
         if image is None:
             show_error(
@@ -143,10 +122,7 @@ class SegmentSection(QGroupBox):
         if self.planes.currentText() == VISIBLE_PLANE and layout.stack_shape:
             planes = [visible_stack_index(self.viewer, image, layout.axes)]
         self._job = {"image": image, "planes": planes, "objects": segmenter.is_objects}
-        self.cancel_event = threading.Event()
-        self.progress.setValue(0)
-        self.status.setText(f"Segmenting '{image.name}'…")
-        self.session.busy = "segmenting"
+        cancel = self.begin(f"Segmenting '{image.name}'…")
         from ._jobs import segment_job
 
         self.worker = start_worker(
@@ -157,7 +133,7 @@ class SegmentSection(QGroupBox):
             int(self.tile_size.value()),
             self.probabilities.isChecked(),
             planes,
-            self.cancel_event,
+            cancel,
             connect={
                 "yielded": self._on_progress,
                 "returned": self._on_result,
@@ -169,9 +145,7 @@ class SegmentSection(QGroupBox):
 
     def cancel(self) -> None:
         """Stop after the current batch of tiles; the previous result layer is left as it was."""
-        if self.worker is not None:
-            self.cancel_event.set()
-            self.status.setText("Cancelling…")
+        self.request_stop("Cancelling…")
 
     # ------------------------------------------------------------------ main thread
 
@@ -202,7 +176,3 @@ class SegmentSection(QGroupBox):
     def _on_error(self, error: BaseException) -> None:
         self.status.setText("Segmentation failed; see the message.")
         report_exception(error, "Segmentation")
-
-    def _on_finished(self) -> None:
-        self.worker = None
-        self.session.busy = ""

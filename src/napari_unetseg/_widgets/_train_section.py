@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -13,17 +12,15 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
-    QPushButton,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
-from ._common import format_seconds, note_label, start_worker
+from ._common import format_seconds, start_worker
+from ._job_section import JobSection
 from ._layers import (
     find_layer,
     image_axes,
@@ -34,7 +31,7 @@ from ._layers import (
     result_name,
     spatial_shape,
 )
-from ._notify import report_exception, show_error, show_warning
+from ._notify import report_exception, show_error
 from ._pickers import LayerPicker
 
 if TYPE_CHECKING:
@@ -54,19 +51,17 @@ SCRATCH, FINE_TUNE = "new model (from scratch)", "current model (fine-tune)"
 REDRAW_INTERVAL = 0.1
 
 
-class TrainSection(QGroupBox):
+class TrainSection(JobSection):
     """Trains the session's model (or a new one) on a painted Labels layer in a worker thread."""
+
+    job_name = "training"
 
     def __init__(
         self, viewer: napari.Viewer, session: Session, parent: QWidget | None = None
     ) -> None:
-        super().__init__("Train", parent)
+        super().__init__("Train", viewer, session, "Start training", "Stop", parent)
         from napari.layers import Image, Labels
 
-        self.viewer = viewer
-        self.session = session
-        self.worker: Any = None
-        self.stop_event = threading.Event()
         #: Extra ``TrainConfig`` settings (e.g. ``{"batch_size": 4}``) for scripting and tests.
         self.extra_settings: dict[str, Any] = {}
         self.history: Any = None
@@ -115,18 +110,10 @@ class TrainSection(QGroupBox):
         self.live_preview = QCheckBox("preview the visible plane after each epoch")
         self.live_preview.setChecked(True)
 
-        self.start_button = QPushButton("Start training")
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setEnabled(False)
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.start_button)
-        buttons.addWidget(self.stop_button)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
         self.progress.setTextVisible(False)
-        self.status = note_label("Paint 1 on background and 2 on objects, then press Start.")
+        self.status.setText("Paint 1 on background and 2 on objects, then press Start.")
         from ._plot import LossPlot
 
         self.plot = LossPlot()
@@ -146,11 +133,10 @@ class TrainSection(QGroupBox):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.live_preview)
-        layout.addLayout(buttons)
+        layout.addLayout(self.buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(self.plot)
-        session.busy_changed.connect(self._busy)
         viewer.layers.events.inserted.connect(self._image_changed)
         self._image_changed()
 
@@ -177,9 +163,8 @@ class TrainSection(QGroupBox):
             self.labels_picker.set_layer(fitting[0])
 
     def _busy(self, busy: str) -> None:
-        training = busy == "training"
-        self.start_button.setEnabled(not busy)
-        self.stop_button.setEnabled(training)
+        super()._busy(busy)
+        training = busy == self.job_name
         for widget in (self.image_picker, self.labels_picker, self.mode, self.start_from):
             widget.setEnabled(not training)
 
@@ -204,8 +189,7 @@ class TrainSection(QGroupBox):
         """Check the inputs, then train in a worker thread; returns the worker (or None)."""
         from ._jobs import NewModel, train_job
 
-        if self.session.busy:
-            show_warning(f"Wait until {self.session.busy} has finished, or stop it.")
+        if self.another_job_runs():
             return None
         image = self.image_picker.layer()
         labels_layer = self.labels_picker.layer()
@@ -254,13 +238,10 @@ class TrainSection(QGroupBox):
         if self.live_preview.isChecked() and labels_layer.name != result_name(image):
             self._prepare_preview(image, axes, current if not scratch else None)
         self._image = image
-        self.stop_event = threading.Event()
         self.history = None
         self._steps_per_epoch = int(settings.get("steps_per_epoch", 25))
         self.plot.clear()
-        self.progress.setValue(0)
-        self.status.setText("Checking the painting…")
-        self.session.busy = "training"
+        stop = self.begin("Checking the painting…")
         painted = np.array(labels_layer.data, copy=True)  # the painted layer is never written to
         self.worker = start_worker(
             train_job,
@@ -270,7 +251,7 @@ class TrainSection(QGroupBox):
             painted,
             settings,
             axes,
-            self.stop_event,
+            stop,
             self._preview_plane,
             connect={
                 "yielded": self._on_event,
@@ -300,9 +281,7 @@ class TrainSection(QGroupBox):
 
     def stop(self) -> None:
         """Ask training to end after the current step; the best weights are kept."""
-        if self.worker is not None:
-            self.stop_event.set()
-            self.status.setText("Stopping after this step…")
+        self.request_stop("Stopping after this step…")
 
     # ------------------------------------------------------------------ events (main thread)
 
@@ -377,8 +356,7 @@ class TrainSection(QGroupBox):
         report_exception(error, "Training")
 
     def _on_finished(self) -> None:
-        self.worker = None
-        self.session.busy = ""
+        super()._on_finished()
         if self.history is not None:
             self.start_from.setCurrentText(FINE_TUNE)
             self.session.changed.emit(self.session.segmenter)  # show how it was trained
