@@ -145,12 +145,17 @@ def onednn_fusion_available(dtype: torch.dtype) -> bool:
                 x.to(dtype), w.to(dtype), b.to(dtype), [1, 1], [1, 1], [1, 1], 1, "relu", [], ""
             )
             plain = torch.relu(F.conv2d(x, w, b, padding=1))
-        tolerance = 1e-4 if dtype == torch.float32 else 0.1
-        return bool(
-            torch.allclose(fused.float(), plain, atol=tolerance * float(plain.abs().max()) + 1e-6)
-        )
+        return _gives_the_same_answer(fused, plain, dtype)
     except (RuntimeError, TypeError, NotImplementedError):
         return False
+
+
+def _gives_the_same_answer(fused: torch.Tensor, plain: torch.Tensor, dtype: torch.dtype) -> bool:
+    """A oneDNN result in ``dtype`` equals the float32 reference, within that dtype's rounding."""
+    tolerance = 1e-4 if dtype == torch.float32 else 0.1
+    return bool(
+        torch.allclose(fused.float(), plain, atol=tolerance * float(plain.abs().max()) + 1e-6)
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -176,10 +181,7 @@ def onednn_binary_fusion_available(dtype: torch.dtype) -> bool:
                 "add", None, "relu", [], "",
             )  # fmt: skip
             plain = torch.relu(F.conv2d(x, w, padding=1) + other)
-        tolerance = 1e-4 if dtype == torch.float32 else 0.1
-        return bool(
-            torch.allclose(fused.float(), plain, atol=tolerance * float(plain.abs().max()) + 1e-6)
-        )
+        return _gives_the_same_answer(fused, plain, dtype)
     except (RuntimeError, TypeError, NotImplementedError, AttributeError):
         return False
 
