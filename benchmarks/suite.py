@@ -31,7 +31,7 @@ from napari_unetseg.core.devices import cpu_has_native_bfloat16, inference_dtype
 from napari_unetseg.core.layout import resolve_layout
 from napari_unetseg.core.losses import masked_loss, resolve_loss_name
 from napari_unetseg.core.normalization import fit_normalizer
-from napari_unetseg.core.predict import inference_network
+from napari_unetseg.core.predict import inference_network, logits_to_probabilities
 from napari_unetseg.core.synthetic import nuclei_scene
 from napari_unetseg.core.train import PatchSampler, augment, prepare_planes
 
@@ -216,7 +216,7 @@ def untiled_forward(module: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype
     network = inference_network(module, torch.device("cpu"), dtype)
     with torch.inference_mode():
         logits = network(x.contiguous(memory_format=torch.channels_last))
-    probabilities: np.ndarray = torch.softmax(logits.float(), dim=1)[0].numpy()
+    probabilities: np.ndarray = logits_to_probabilities(logits)[0].numpy()
     return probabilities
 
 
