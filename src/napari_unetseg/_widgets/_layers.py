@@ -84,13 +84,9 @@ def put_labels(
         viewer.layers.remove(layer)
         layer = None
     if planes is not None and layer is not None and layer.data.shape == labels.shape:
-        data = np.asarray(layer.data)
-        if np.can_cast(labels.dtype, data.dtype):
-            for index in planes:
-                data[index] = labels[index]
-            layer.refresh()
+        if _write_in_place(layer, [(index, labels[index]) for index in planes]):
             return layer
-        data = data.astype(np.promote_types(data.dtype, labels.dtype))
+        data = np.asarray(layer.data).astype(np.promote_types(layer.data.dtype, labels.dtype))
         for index in planes:
             data[index] = labels[index]
         layer.data = data
@@ -116,15 +112,23 @@ def put_labels_plane(
     from napari.layers import Labels
 
     layer = find_layer(viewer, result_name(image))
-    if isinstance(layer, Labels) and layer.data.shape == shape:
-        data = np.asarray(layer.data)
-        if np.can_cast(plane.dtype, data.dtype):
-            data[index] = plane
-            layer.refresh()
-            return layer
+    fits = isinstance(layer, Labels) and layer.data.shape == shape
+    if fits and _write_in_place(layer, [(index, plane)]):
+        return layer
     full = np.zeros(shape, plane.dtype)
     full[index] = plane
     return put_labels(viewer, image, full, planes=[index])
+
+
+def _write_in_place(layer: Labels, planes: list[tuple[tuple[int, ...], np.ndarray]]) -> bool:
+    """Write each (stack index, plane) into the layer's array; False when a dtype does not fit."""
+    data = np.asarray(layer.data)
+    if not all(np.can_cast(values.dtype, data.dtype) for _, values in planes):
+        return False
+    for index, values in planes:
+        data[index] = values
+    layer.refresh()
+    return True
 
 
 def put_probabilities(
