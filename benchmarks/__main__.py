@@ -52,6 +52,8 @@ def parse(argv: list[str] | None) -> tuple[Settings, Path, str]:
             train_batch_size=2,
             train_patch_size=64,
             profile_steps=1,
+            contention_seconds=1.0,
+            contention_predict_size=96,
         )
     else:
         settings = Settings()

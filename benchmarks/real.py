@@ -144,6 +144,11 @@ def ours(
         "stop_reason": history.stop_reason,
         "best_epoch": history.best_epoch,
         "epochs": history.epochs,
+        "best_validation_dice": history.best_validation_dice,
+        "validation_curve": history.validation_dice,
+        "class_shares": history.class_shares,
+        "threads": history.threads,
+        "warnings": history.warnings,
     }
     return labels, info
 

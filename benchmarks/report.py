@@ -79,6 +79,27 @@ def table(r: Results) -> str:
         lines.append(
             f"| share of a step spent on data | {_fmt(p['data_fraction'], percent=True)} |"
         )
+    c = r.contention
+    if c:
+        lines.append(
+            f"| training steps/s: ours / bare loop (same model, batch, precision, optimiser) | "
+            f"{_fmt(c['ours_quiet']['steps_per_second'])} / {_fmt(c['bare_loop_steps_per_second'])} "
+            f"= {_fmt(c['ours_vs_bare_loop'])}x |"
+        )
+        lines.append(
+            f"| one core busy: ours steps/s, busy / quiet (threads chosen) | "
+            f"{_fmt(c['ours_busy_core']['steps_per_second'])} / {_fmt(c['ours_quiet']['steps_per_second'])} "
+            f"= {_fmt(c['ours_busy_vs_quiet'])}x ({c['ours_busy_core']['threads_chosen']}) |"
+        )
+        lines.append(
+            f"| one core busy: bare loop at torch's thread count, busy / quiet | "
+            f"{_fmt(c['bare_loop_busy_vs_quiet'])}x |"
+        )
+        lines.append(
+            f"| one core busy: prediction {c['prediction_side']}², quiet / busy seconds | "
+            f"{_fmt(c['prediction_seconds_quiet'])} / {_fmt(c['prediction_seconds_busy_core'])} "
+            f"= {_fmt(c['prediction_busy_vs_quiet'])}x |"
+        )
     lines.append("")
     lines.append("| target | met |")
     lines.append("|---|:---:|")

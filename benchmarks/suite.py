@@ -32,8 +32,11 @@ from napari_unetseg.core.layout import resolve_layout
 from napari_unetseg.core.losses import masked_loss, resolve_loss_name
 from napari_unetseg.core.normalization import fit_normalizer
 from napari_unetseg.core.predict import inference_network, logits_to_probabilities
+from napari_unetseg.core.sampling import PatchSampler, augment
 from napari_unetseg.core.synthetic import nuclei_scene
-from napari_unetseg.core.train import PatchSampler, augment, prepare_planes
+from napari_unetseg.core.train import prepare_planes
+
+from .contention import contention_benchmark
 
 #: MONAI's sliding-window settings named in the issue.
 MONAI_ROI = 256
@@ -56,6 +59,8 @@ class Settings:
     train_batch_size: int = 8
     train_patch_size: int = 128
     profile_steps: int = 20
+    contention_seconds: float = 20.0
+    contention_predict_size: int = 1024
     base_width: int = 16
     depth: int = 4
     monai: bool = True
@@ -68,6 +73,7 @@ class Results:
     machine: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    contention: dict[str, Any] = field(default_factory=dict)
     speed: dict[str, dict[str, float]] = field(default_factory=dict)
     ratios: dict[str, float | None] = field(default_factory=dict)
     #: The same ratios from each round alone (both contenders ran back to back): their spread.
@@ -386,6 +392,16 @@ def _run(settings: Settings, log: Callable[[str], None]) -> Results:
 
     log("training on the benchmark scene ...")
     seg, results.training = train_benchmark(settings, log)
+    if settings.contention_seconds > 0:
+        results.contention = contention_benchmark(
+            _scene(settings.train_scene, settings.seed),
+            scene_image(settings.contention_predict_size, settings.seed),
+            settings.contention_seconds,
+            settings.train_batch_size,
+            settings.train_patch_size,
+            settings.seed,
+            log,
+        )
     module = seg.model.eval()
     default_dtype = inference_dtype(torch.device("cpu"), PredictConfig().precision)
     results.settings["default_precision"] = str(default_dtype).replace("torch.", "")
@@ -520,4 +536,6 @@ def check_targets(r: Results, settings: Settings) -> dict[str, bool | None]:
         if ratio is None
         else 0.9 * ideal <= ratio <= 1.1 * ideal,
         "reaches_dice_0.9": r.training.get("seconds_to_dice_0.9") is not None,
+        "training_0.8x_bare_loop": ge(r.contention.get("ours_vs_bare_loop"), 0.8),
+        "busy_core_training_0.45x_quiet": ge(r.contention.get("ours_busy_vs_quiet"), 0.45),
     }

@@ -73,9 +73,9 @@ def test_stop_ends_within_one_step_and_keeps_the_best_weights(nuclei_small):
     seg = Segmenter.create(**TINY)
     stop = threading.Event()
     best_state, steps_after_stop = None, 0
-    gen = seg.train_iter(
-        nuclei_small.image, nuclei_small.painted, quick(max_epochs=50, steps_per_epoch=2), stop=stop
-    )
+    # the class-share correction shifts the output bias after the best weights are restored
+    config = quick(max_epochs=50, steps_per_epoch=2, correct_class_shares=False)
+    gen = seg.train_iter(nuclei_small.image, nuclei_small.painted, config, stop=stop)
     for event in gen:
         if isinstance(event, EpochDone) and event.improved:
             best_state = state_of(seg)

@@ -31,7 +31,7 @@ from ._layers import (
     result_name,
     spatial_shape,
 )
-from ._notify import report_exception, show_error
+from ._notify import report_exception, show_error, show_warning
 from ._pickers import LayerPicker
 
 if TYPE_CHECKING:
@@ -321,26 +321,40 @@ class TrainSection(JobSection):
                 if event.validation_pixels
                 else ""
             )
+            note = (
+                f" {event.validation_note[:1].upper()}{event.validation_note[1:]}."
+                if event.validation_note
+                else ""
+            )
             self.status.setText(
-                f"Training on {event.device}: {event.train_pixels:,} painted pixels{held}."
+                f"Training on {event.device}: {event.train_pixels:,} painted pixels{held}.{note}"
             )
         elif isinstance(event, TrainingDone):
             self.history = event.history
             h = event.history
-            why = {"time": "time budget spent", "epochs": "all epochs done", "stopped": "stopped"}[
-                h.stop_reason
-            ]
+            why = {
+                "time": "time budget spent",
+                "epochs": "all epochs done",
+                "stopped": "stopped",
+                "error": "failed",
+            }.get(h.stop_reason, h.stop_reason)
             dice = (
                 f", best validation Dice {h.best_validation_dice:.3f}"
                 if h.best_validation_dice
                 else ""
             )
             self.progress.setValue(1000)
+            kept = (
+                "The model is unchanged."
+                if h.steps == 0
+                else "The best weights are kept; press Segment."
+            )
             self.status.setText(
                 f"Done ({why}): {h.steps} steps, {h.epochs} epochs in "
-                f"{format_seconds(h.elapsed)}{dice}. "
-                "The best weights are kept; press Segment."
+                f"{format_seconds(h.elapsed)}{dice}. {kept}"
             )
+            for warning in h.warnings:
+                show_warning(f"Training: {warning}")
 
     _best: float | None = None
 
@@ -357,6 +371,6 @@ class TrainSection(JobSection):
 
     def _on_finished(self) -> None:
         super()._on_finished()
-        if self.history is not None:
+        if self.history is not None and self.history.steps > 0:
             self.start_from.setCurrentText(FINE_TUNE)
             self.session.changed.emit(self.session.segmenter)  # show how it was trained

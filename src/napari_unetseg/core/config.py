@@ -204,7 +204,10 @@ class TrainConfig:
     - ``"objects-dense"``: 0 background, each object its own id from 1 (instance masks).
 
     Training stops after ``max_seconds`` or ``max_epochs``, whichever comes first, and keeps
-    the weights with the best validation Dice. ``normalization=None`` keeps the model's own
+    the weights with the best validation Dice from the second half of the run (the last
+    weights when too little paint can be held out to validate). ``threads=None`` lets the
+    loop choose torch's CPU thread count from measured step times, which keeps it fast
+    when another program keeps a core busy. ``normalization=None`` keeps the model's own
     (percentile for a new model); a value given here is stored with the model.
     """
 
@@ -226,6 +229,12 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     mixed_precision: bool = True
+    threads: int | None = None
+    smoothness: float = 0.0
+    balance_classes: bool = True
+    entropy_weight: float = 0.0
+    correct_class_shares: bool = True
+    smoothness_sigma: float = 0.1
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, ("sparse", "dense", "objects", "objects-dense"))
@@ -259,6 +268,10 @@ class TrainConfig:
         )
         _check(self.validation_block >= 8, "validation_block must be at least 8 pixels.")
         _check(0 <= self.intensity_jitter <= 1, "intensity_jitter must be in [0, 1].")
+        _check(
+            self.threads is None or self.threads >= 1,
+            f"threads must be None (chosen while training) or at least 1, got {self.threads}.",
+        )
 
     @property
     def is_objects(self) -> bool:

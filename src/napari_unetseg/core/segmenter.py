@@ -195,13 +195,31 @@ class Segmenter:
         if device != self.device:
             self.to(device)
 
+        previous = self.config.training
+
         def record(history: TrainingHistory) -> None:
-            runs = int(self.config.training.get("runs", 0)) + 1
-            summary = {**history.summary(), "mode": config.mode, "loss": config.loss, "runs": runs}
+            if history.steps == 0:
+                return  # nothing was learnt: the model stays as it was
+            runs = int(previous.get("runs", 0)) + 1
+            steps = int(previous.get("total_steps", previous.get("steps", 0))) + history.steps
+            summary = {
+                **history.summary(),
+                "mode": config.mode,
+                "loss": config.loss,
+                "runs": runs,
+                "total_steps": steps,
+            }
             self.config = self.config.replace(normalization=normalization, training=summary)
 
         return _train_iter(
-            self.model, self.config, planes, config, self.device, stop=stop, on_finish=record
+            self.model,
+            self.config,
+            planes,
+            config,
+            self.device,
+            stop=stop,
+            on_finish=record,
+            start_is_candidate=self.is_trained,
         )
 
     def train(

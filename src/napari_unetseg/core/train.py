@@ -23,20 +23,34 @@ from .config import ModelConfig, TrainConfig
 from .devices import cpu_has_native_bfloat16
 from .errors import InputError
 from .layout import resolve_layout
-from .losses import masked_loss, resolve_loss_name
+from .losses import image_aware_smoothness, masked_loss, resolve_loss_name, unpainted_entropy
 from .normalization import Normalizer, check_finite, fit_normalizer
+from .prior import correct_class_shares
+from .sampling import PatchSampler, TrainingPlane, augment
 from .targets import check_labels_dtype, check_painted_classes, make_targets
+from .threads import ThreadTuner
+from .validation import evaluate, split_validation, validation_regions
 
-StopReason = Literal["time", "epochs", "stopped"]
+__all__ = [
+    "EpochDone",
+    "StepDone",
+    "TrainingDone",
+    "TrainingHistory",
+    "TrainingPlane",
+    "TrainingStarted",
+    "consume",
+    "prepare_planes",
+    "split_validation",
+    "train_iter",
+]
 
-#: At most this many painted pixels per class are kept as patch centres.
-MAX_CENTRES_PER_CLASS = 200_000
-#: At most this many validation regions are scored after each epoch.
-MAX_VALIDATION_REGIONS = 64
-#: Context added around a validation region so its pixels see what training pixels see.
-VALIDATION_MARGIN = 32
-#: Fewer painted pixels than this and no validation share is held out.
-MIN_PIXELS_FOR_VALIDATION = 400
+StopReason = Literal["time", "epochs", "stopped", "error"]
+
+#: Fewer optimiser steps than this and a run says its model is not to be trusted.
+MIN_TRUSTED_STEPS = 50
+#: Validated epochs before this share of the budget do not compete for "best": early in a
+#: run, a nearly empty model can score well on the few held-out strokes.
+BEST_FROM_PROGRESS = 0.5
 
 
 # --------------------------------------------------------------------------- events
@@ -52,6 +66,7 @@ class TrainingStarted:
     steps_per_epoch: int
     max_seconds: float | None
     max_epochs: int | None
+    validation_note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,15 @@ class TrainingHistory:
     elapsed: float = 0.0
     stop_reason: StopReason = "epochs"
     device: str = "cpu"
+    warnings: list[str] = field(default_factory=list)
+    threads: int | None = None
+    start_validation_dice: float | None = None
+    class_shares: list[float] | None = None
+
+    @property
+    def trustworthy(self) -> bool:
+        """False when too few steps ran for the model to be trusted (see ``warnings``)."""
+        return self.steps >= MIN_TRUSTED_STEPS
 
     @property
     def epochs(self) -> int:
@@ -105,6 +129,8 @@ class TrainingHistory:
             "best_validation_dice": self.best_validation_dice,
             "final_loss": self.epoch_losses[-1] if self.epoch_losses else None,
             "device": self.device,
+            "warnings": list(self.warnings),
+            "class_shares": self.class_shares,
         }
 
 
@@ -117,16 +143,6 @@ TrainingEvent = TrainingStarted | StepDone | EpochDone | TrainingDone
 
 
 # --------------------------------------------------------------------------- data
-
-
-@dataclass
-class TrainingPlane:
-    """One 2-D plane: normalised image (C, Y, X), class indices, and which pixels count where."""
-
-    image: np.ndarray
-    classes: np.ndarray
-    train_mask: np.ndarray
-    validation_mask: np.ndarray
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -189,223 +205,39 @@ def prepare_planes(
     return planes
 
 
-def split_validation(
-    planes: list[TrainingPlane],
-    fraction: float,
-    block: int,
-    rng: np.random.Generator,
-    n_classes: int,
-) -> None:
-    """Move whole square regions of paint to validation until ``fraction`` of it is held out.
-
-    Regions, not single pixels, are held out so validation pixels are not the immediate
-    neighbours of training pixels. No class loses more than half its paint.
-    """
-    total = sum(int(p.train_mask.sum()) for p in planes)
-    if fraction <= 0 or total < MIN_PIXELS_FOR_VALIDATION:
-        return
-    class_totals = np.zeros(n_classes, np.int64)
-    regions = []
-    for number, plane in enumerate(planes):
-        counts_all = np.bincount(plane.classes[plane.train_mask], minlength=n_classes)
-        class_totals += counts_all[:n_classes]
-        ny, nx = plane.classes.shape
-        for y in range(0, ny, block):
-            for x in range(0, nx, block):
-                window = (slice(y, y + block), slice(x, x + block))
-                mask = plane.train_mask[window]
-                if mask.any():
-                    counts = np.bincount(plane.classes[window][mask], minlength=n_classes)[
-                        :n_classes
-                    ]
-                    regions.append((number, window, counts))
-    held = np.zeros(n_classes, np.int64)
-    for i in rng.permutation(len(regions)):
-        if held.sum() >= fraction * total:
-            break
-        number, window, counts = regions[i]
-        if np.any(held + counts > class_totals // 2):
-            continue
-        plane = planes[number]
-        plane.validation_mask[window] = plane.train_mask[window]
-        plane.train_mask[window] = False
-        held += counts
-
-
-class PatchSampler:
-    """Random patches centred near painted pixels, classes drawn evenly, augmented in torch."""
-
-    def __init__(
-        self, planes: list[TrainingPlane], patch_size: int, n_classes: int, rng: np.random.Generator
-    ) -> None:
-        self.patch = patch_size
-        self.rng = rng
-        pad = patch_size // 2
-        self.pad = pad
-        self.images = [
-            np.pad(p.image, ((0, 0), (pad, pad), (pad, pad)), mode="reflect") for p in planes
-        ]
-        self.classes = [np.pad(p.classes, pad) for p in planes]
-        self.masks = [np.pad(p.train_mask, pad) for p in planes]
-        self.centres: list[np.ndarray] = []
-        for c in range(n_classes):
-            found = [
-                np.column_stack([np.full(len(ys), i), ys, xs])
-                for i, p in enumerate(planes)
-                for ys, xs in [np.nonzero(p.train_mask & (p.classes == c))]
-            ]
-            centres = np.concatenate(found) if found else np.empty((0, 3), np.int64)
-            if len(centres) > MAX_CENTRES_PER_CLASS:
-                centres = centres[rng.choice(len(centres), MAX_CENTRES_PER_CLASS, replace=False)]
-            if len(centres):
-                self.centres.append(centres)
-
-    def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        p, half = self.patch, self.patch // 2
-        channels = self.images[0].shape[0]
-        x = np.empty((batch_size, channels, p, p), np.float32)
-        y = np.empty((batch_size, p, p), np.int64)
-        m = np.empty((batch_size, p, p), np.float32)
-        for b in range(batch_size):
-            centres = self.centres[self.rng.integers(len(self.centres))]
-            plane, cy, cx = centres[self.rng.integers(len(centres))]
-            image = self.images[plane]
-            jitter = self.rng.integers(-half // 2, half // 2 + 1, size=2)
-            top = int(np.clip(cy + self.pad - half + jitter[0], 0, image.shape[1] - p))
-            left = int(np.clip(cx + self.pad - half + jitter[1], 0, image.shape[2] - p))
-            window = (slice(top, top + p), slice(left, left + p))
-            x[b] = image[(slice(None), *window)]
-            y[b] = self.classes[plane][window]
-            m[b] = self.masks[plane][window]
-        return x, y, m
-
-
-def augment(
-    x: torch.Tensor, y: torch.Tensor, m: torch.Tensor, jitter: float, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Random flips, 90 degree turns and intensity scale/shift, the same geometry for all three."""
-    n = x.shape[0]
-    draws = torch.rand(n, 3, generator=generator)
-    for i in range(n):
-        dims_x, dims_y = [], []
-        if draws[i, 0] < 0.5:
-            dims_x.append(2)
-            dims_y.append(1)
-        if draws[i, 1] < 0.5:
-            dims_x.append(3)
-            dims_y.append(2)
-        if dims_x:
-            x[i] = x[i].flip([d - 1 for d in dims_x])
-            y[i] = y[i].flip([d - 1 for d in dims_y])
-            m[i] = m[i].flip([d - 1 for d in dims_y])
-        if draws[i, 2] < 0.5:
-            x[i] = x[i].rot90(1, (1, 2))
-            y[i] = y[i].rot90(1, (0, 1))
-            m[i] = m[i].rot90(1, (0, 1))
-    if jitter > 0:
-        scale = 1 + jitter * (2 * torch.rand(n, x.shape[1], 1, 1, generator=generator) - 1)
-        shift = jitter * (2 * torch.rand(n, x.shape[1], 1, 1, generator=generator) - 1)
-        x = x * scale + shift
-    return x, y, m
-
-
-@dataclass
-class ValidationRegion:
-    image: torch.Tensor
-    classes: np.ndarray
-    mask: np.ndarray
-
-
-def validation_regions(
-    planes: list[TrainingPlane], block: int, min_size: int, rng: np.random.Generator
-) -> list[ValidationRegion]:
-    """Crops around held-out regions, with context, padded to the network's size multiple."""
-    found = []
-    for plane in planes:
-        ny, nx = plane.classes.shape
-        for y in range(0, ny, block):
-            for x in range(0, nx, block):
-                if plane.validation_mask[y : y + block, x : x + block].any():
-                    found.append((plane, y, x))
-    if len(found) > MAX_VALIDATION_REGIONS:
-        found = [
-            found[i] for i in sorted(rng.choice(len(found), MAX_VALIDATION_REGIONS, replace=False))
-        ]
-    regions = []
-    for plane, y, x in found:
-        ny, nx = plane.classes.shape
-        y0, x0 = max(0, y - VALIDATION_MARGIN), max(0, x - VALIDATION_MARGIN)
-        y1, x1 = min(ny, y + block + VALIDATION_MARGIN), min(nx, x + block + VALIDATION_MARGIN)
-        mask = np.zeros((y1 - y0, x1 - x0), bool)
-        inner = (slice(y - y0, y - y0 + block), slice(x - x0, x - x0 + block))
-        mask[inner] = plane.validation_mask[y : y + block, x : x + block]
-        crop = plane.image[:, y0:y1, x0:x1]
-        pad_y, pad_x = (-crop.shape[1]) % min_size, (-crop.shape[2]) % min_size
-        crop = np.pad(crop, ((0, 0), (0, pad_y), (0, pad_x)), mode="reflect")
-        regions.append(
-            ValidationRegion(
-                torch.from_numpy(np.ascontiguousarray(crop)), plane.classes[y0:y1, x0:x1], mask
-            )
-        )
-    return regions
-
-
-def foreground_dice(
-    predicted: np.ndarray, target: np.ndarray, objects: bool, n_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per foreground class: (intersection, predicted + target sizes); objects merge all foreground."""
-    if objects:
-        p, t = predicted > 0, target > 0
-        return np.array([np.sum(p & t)]), np.array([np.sum(p) + np.sum(t)])
-    classes = range(1, max(n_classes, 2))
-    inter = np.array([np.sum((predicted == c) & (target == c)) for c in classes])
-    sizes = np.array([np.sum(predicted == c) + np.sum(target == c) for c in classes])
-    return inter, sizes
-
-
-def evaluate(
-    model: nn.Module,
-    regions: list[ValidationRegion],
-    device: torch.device,
-    objects: bool,
-    n_outputs: int,
-) -> float | None:
-    if not regions:
-        return None
-    n_fg = 1 if objects else max(n_outputs, 2) - 1
-    inter, sizes = np.zeros(n_fg), np.zeros(n_fg)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for region in regions:
-                logits = model(region.image[None].to(device))[0].float().cpu()
-                h, w = region.mask.shape
-                logits = logits[:, :h, :w]
-                pred = (logits[0] > 0).long() if n_outputs == 1 else logits.argmax(0)
-                pred_np = pred.numpy()
-                i, s = foreground_dice(
-                    pred_np[region.mask], region.classes[region.mask], objects, n_outputs
-                )
-                inter += i
-                sizes += s
-    finally:
-        model.train(was_training)
-    scored = sizes > 0
-    if not scored.any():
-        return None
-    return float(np.mean(2 * inter[scored] / sizes[scored]))
-
-
-# --------------------------------------------------------------------------- the loop
-
-
 def learning_rate_factor(progress: float, warmup: float) -> float:
     """Linear warm-up, then cosine decay to 5 % of the base rate."""
     if warmup > 0 and progress < warmup:
         return max(progress / warmup, 0.05)
     span = max(1e-9, 1 - warmup)
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / span)))
+
+
+class BestWeights:
+    """The weights a run keeps: the best validated ones once training is under way.
+
+    Candidates are epochs validated in the second half of the budget, the final weights, and
+    the starting weights of a fine-tune. Ties go to the later weights. Without validation
+    the final weights are kept.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.state: dict[str, torch.Tensor] | None = None
+        self.score = -math.inf
+        self.epoch: int | None = None
+        self.dice: float | None = None
+
+    def offer(self, dice: float | None, epoch: int, eligible: bool) -> bool:
+        if dice is None or not eligible or dice < self.score:
+            return False
+        self.state = copy.deepcopy(self.model.state_dict())
+        self.score, self.epoch, self.dice = dice, epoch, dice
+        return True
+
+    def restore(self) -> None:
+        if self.state is not None:
+            self.model.load_state_dict(self.state)
 
 
 @in_a_job
@@ -417,8 +249,13 @@ def train_iter(
     device: torch.device,
     stop: threading.Event | None = None,
     on_finish: Callable[[TrainingHistory], None] | None = None,
+    start_is_candidate: bool = False,
 ) -> Generator[TrainingEvent, None, TrainingHistory]:
-    """Train ``model`` in place; yields events, returns the history, keeps the best weights."""
+    """Train ``model`` in place; yields events, returns the history, keeps the best weights.
+
+    ``start_is_candidate``: the starting weights were trained before (a fine-tune), so they
+    compete with the new ones and a bad fine-tune cannot replace a better model.
+    """
     start = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
@@ -427,13 +264,15 @@ def train_iter(
     n_classes = max(n_outputs, 2)
     loss_name = resolve_loss_name(config.loss, n_outputs)
 
-    split_validation(planes, config.validation_fraction, config.validation_block, rng, n_classes)
+    split = split_validation(
+        planes, config.validation_fraction, config.validation_block, rng, n_classes
+    )
     largest = max(max(p.classes.shape) for p in planes)
     patch = min(
         config.patch_size, int(math.ceil(largest / model_config.min_size) * model_config.min_size)
     )
     patch = max(patch, model_config.min_size)
-    sampler = PatchSampler(planes, patch, n_classes, rng)
+    sampler = PatchSampler(planes, patch, n_classes, rng, config.balance_classes)
     regions = validation_regions(planes, config.validation_block, model_config.min_size, rng)
 
     model.to(device)
@@ -448,10 +287,12 @@ def train_iter(
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and device.type == "cuda")
     pin = device.type == "cuda"
+    tuner = ThreadTuner(config.threads) if device.type == "cpu" else None
 
     history = TrainingHistory(device=str(device))
-    best_state: dict[str, torch.Tensor] | None = None
-    best_score = -math.inf
+    if split.reason and config.validation_fraction > 0:
+        history.warnings.append(split.reason)
+    best = BestWeights(model)
     epoch_losses: list[float] = []
 
     def elapsed() -> float:
@@ -471,20 +312,21 @@ def train_iter(
             return config.max_seconds
         return max(0.0, elapsed() * (1 - fraction) / fraction)
 
-    def end_epoch() -> EpochDone:
-        nonlocal best_state, best_score, epoch_losses
+    def score_epoch(final: bool) -> tuple[float, float | None, bool]:
+        nonlocal epoch_losses
         mean_loss = float(np.mean(epoch_losses)) if epoch_losses else float("nan")
         epoch_losses = []
         dice = evaluate(model, regions, device, config.is_objects, n_outputs)
         history.epoch_losses.append(mean_loss)
         history.validation_dice.append(dice)
-        score = dice if dice is not None else -mean_loss
-        improved = score >= best_score
+        eligible = final or progress() >= BEST_FROM_PROGRESS
+        improved = best.offer(dice, history.epochs, eligible)
         if improved:
-            best_score = score
-            best_state = copy.deepcopy(model.state_dict())
-            history.best_epoch = history.epochs
-            history.best_validation_dice = dice
+            history.best_epoch, history.best_validation_dice = best.epoch, best.dice
+        return mean_loss, dice, improved
+
+    def end_epoch(final: bool = False) -> EpochDone:
+        mean_loss, dice, improved = score_epoch(final)
         return EpochDone(
             epoch=history.epochs,
             step=history.steps,
@@ -496,7 +338,43 @@ def train_iter(
             remaining=remaining(),
         )
 
+    def step() -> float:
+        for group in optimizer.param_groups:
+            group["lr"] = config.learning_rate * learning_rate_factor(
+                progress(), config.warmup_fraction
+            )
+        xb, yb, mb = (torch.from_numpy(a) for a in sampler.sample(config.batch_size))
+        if config.augment:
+            xb, yb, mb = augment(xb, yb, mb, config.intensity_jitter, generator)
+        if pin:
+            xb, yb, mb = xb.pin_memory(), yb.pin_memory(), mb.pin_memory()
+        xb = xb.to(device, non_blocking=pin)
+        yb = yb.to(device, non_blocking=pin)
+        mb = mb.to(device, non_blocking=pin)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+            logits = model(xb)
+        loss = masked_loss(loss_name, logits.float(), yb, mb)
+        if config.entropy_weight > 0:
+            ramp = min(1.0, max(0.0, (progress() - 0.1) / 0.3))
+            loss = loss + config.entropy_weight * ramp * unpainted_entropy(logits.float(), mb)
+        if config.smoothness > 0:
+            loss = loss + config.smoothness * image_aware_smoothness(
+                logits.float(), xb, config.smoothness_sigma
+            )
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return float(loss.detach())
+
     try:
+        if start_is_candidate and regions:
+            history.start_validation_dice = evaluate(
+                model, regions, device, config.is_objects, n_outputs
+            )
+            if best.offer(history.start_validation_dice, 0, True):
+                history.best_epoch, history.best_validation_dice = 0, best.dice
+            model.train()
         yield TrainingStarted(
             device=str(device),
             n_planes=len(planes),
@@ -506,6 +384,7 @@ def train_iter(
             steps_per_epoch=config.steps_per_epoch,
             max_seconds=config.max_seconds,
             max_epochs=config.max_epochs,
+            validation_note=split.reason,
         )
         while True:
             if stop is not None and stop.is_set():
@@ -517,26 +396,12 @@ def train_iter(
             if config.max_epochs is not None and history.epochs >= config.max_epochs:
                 history.stop_reason = "epochs"
                 break
-            for group in optimizer.param_groups:
-                group["lr"] = config.learning_rate * learning_rate_factor(
-                    progress(), config.warmup_fraction
-                )
-            xb, yb, mb = (torch.from_numpy(a) for a in sampler.sample(config.batch_size))
-            if config.augment:
-                xb, yb, mb = augment(xb, yb, mb, config.intensity_jitter, generator)
-            if pin:
-                xb, yb, mb = xb.pin_memory(), yb.pin_memory(), mb.pin_memory()
-            xb = xb.to(device, non_blocking=pin)
-            yb = yb.to(device, non_blocking=pin)
-            mb = mb.to(device, non_blocking=pin)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                logits = model(xb)
-            loss = masked_loss(loss_name, logits.float(), yb, mb)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            value = float(loss.detach())
+            if tuner is not None:
+                tuner.before_step()
+            began = time.perf_counter()
+            value = step()
+            if tuner is not None:
+                tuner.after_step(time.perf_counter() - began)
             history.step_losses.append(value)
             epoch_losses.append(value)
             history.steps += 1
@@ -551,19 +416,45 @@ def train_iter(
             if history.steps % config.steps_per_epoch == 0:
                 yield end_epoch()
         if epoch_losses:  # score the last, partial epoch too
-            yield end_epoch()
-    except GeneratorExit:
-        history.stop_reason = "stopped"
+            yield end_epoch(final=True)
+    except BaseException as error:
+        stopped = isinstance(error, GeneratorExit | KeyboardInterrupt)
+        history.stop_reason = "stopped" if stopped else "error"
+        if stopped and epoch_losses:
+            score_epoch(final=True)  # weights stopped mid-epoch are validated too
         raise
     finally:
-        if best_state is not None:
-            model.load_state_dict(best_state)
-        model.eval()
+        if tuner is not None:
+            history.threads = tuner.current
+            tuner.restore()
+        _finish(history, best, model)
+        if config.correct_class_shares and history.steps > 0:
+            shares = correct_class_shares(model, planes, model_config.min_size, device, rng)
+            history.class_shares = None if shares is None else [round(float(v), 4) for v in shares]
         history.elapsed = elapsed()
         if on_finish is not None:
             on_finish(history)
     yield TrainingDone(history)
     return history
+
+
+def _finish(history: TrainingHistory, best: BestWeights, model: nn.Module) -> None:
+    """Keep the chosen weights, and say when the run is not to be trusted."""
+    best.restore()
+    model.eval()
+    if history.steps == 0:
+        history.warnings.append("no training step ran: the model is unchanged.")
+    elif not history.trustworthy:
+        history.warnings.append(
+            f"only {history.steps} training steps ran, too few to trust the model "
+            f"(at least {MIN_TRUSTED_STEPS} are needed). Was the computer busy? "
+            "Train again with a longer time budget."
+        )
+    if best.epoch == 0 and history.steps > 0:
+        history.warnings.append(
+            "the new training scored worse than the model it started from, so the starting "
+            "weights are kept."
+        )
 
 
 def consume(

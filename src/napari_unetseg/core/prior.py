@@ -1,0 +1,127 @@
+"""The image's class proportions, estimated after training, folded into the output layer.
+
+Patches are drawn with every painted class equally often, so the network learns as if each
+class covered an equal share of the image. In a microscopy image they rarely do (nuclei
+may cover a tenth of it), and the unpainted pixels near class borders then go to the rarer
+class too often. Saerens, Latinne and Decaestecker's EM (Neural Computation 14, 2002)
+estimates the image's real proportions from the network's own predictions on the whole
+image, painted or not; adding ``log(true share / trained share)`` to each class's logit is
+Bayes' rule for the new proportions. It lives in the last layer's bias, so every way the
+model is run or exported uses it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .sampling import TrainingPlane
+
+#: At most this many pixels per plane are predicted to estimate the proportions.
+MAX_CROP = 512
+#: No class is taken to cover less than this share, whatever the estimate.
+MIN_SHARE = 0.01
+
+
+def class_shares_em(
+    probabilities: np.ndarray, trained_shares: np.ndarray, iterations: int = 200
+) -> np.ndarray:
+    """Class shares of the pixels behind ``probabilities`` (N, C), posteriors made under
+    ``trained_shares``: the EM fixed point of Saerens et al. (2002)."""
+    shares = trained_shares.astype(np.float64).copy()
+    ratio_base = probabilities.astype(np.float64) / trained_shares
+    for _ in range(iterations):
+        adjusted = ratio_base * shares
+        adjusted /= adjusted.sum(1, keepdims=True)
+        new = adjusted.mean(0)
+        if np.abs(new - shares).max() < 1e-6:
+            shares = new
+            break
+        shares = new
+    clipped: np.ndarray = np.clip(shares, MIN_SHARE, None)
+    result: np.ndarray = clipped / clipped.sum()
+    return result
+
+
+def _crops(plane: TrainingPlane, rng: np.random.Generator) -> list[np.ndarray]:
+    """The whole plane when it is small, else four random crops of at most MAX_CROP px."""
+    _, ny, nx = plane.image.shape
+    if ny <= MAX_CROP and nx <= MAX_CROP:
+        return [plane.image]
+    h, w = min(ny, MAX_CROP), min(nx, MAX_CROP)
+    crops = []
+    for _ in range(4):
+        y = int(rng.integers(0, ny - h + 1))
+        x = int(rng.integers(0, nx - w + 1))
+        crops.append(plane.image[:, y : y + h, x : x + w])
+    return crops
+
+
+def predicted_probabilities(
+    model: nn.Module,
+    planes: list[TrainingPlane],
+    min_size: int,
+    device: torch.device,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Softmax (or sigmoid) outputs on the training planes, as (pixels, classes)."""
+    found = []
+    with torch.inference_mode():
+        for plane in planes:
+            for crop in _crops(plane, rng):
+                h, w = crop.shape[1:]
+                pad = ((0, 0), (0, (-h) % min_size), (0, (-w) % min_size))
+                padded = np.pad(crop, pad, mode="reflect" if min(h, w) > min_size else "edge")
+                x = torch.from_numpy(np.ascontiguousarray(padded))[None].to(device)
+                logits = model(x)[0, :, :h, :w].float()
+                if logits.shape[0] == 1:
+                    fg = torch.sigmoid(logits[0])
+                    probs = torch.stack([1 - fg, fg])
+                else:
+                    probs = torch.softmax(logits, 0)
+                found.append(probs.reshape(probs.shape[0], -1).T.cpu().numpy())
+    return np.concatenate(found)
+
+
+def output_layer(model: nn.Module) -> nn.Conv2d | None:
+    """The last 1x1 convolution, whose bias holds the class proportions."""
+    outc = getattr(model, "outc", None)
+    conv = getattr(outc, "conv", None)
+    if isinstance(conv, nn.Conv2d) and conv.bias is not None:
+        return conv
+    return None
+
+
+def correct_class_shares(
+    model: nn.Module,
+    planes: list[TrainingPlane],
+    min_size: int,
+    device: torch.device,
+    rng: np.random.Generator,
+) -> np.ndarray | None:
+    """Estimate the image's class shares and fold them into the output bias; returns them.
+
+    The network was trained with classes drawn evenly, so its posteriors assume even shares.
+    Returns None (and changes nothing) for a model without an output bias.
+    """
+    conv = output_layer(model)
+    if conv is None or conv.bias is None:
+        return None
+    bias = conv.bias
+    was_training = model.training
+    model.eval()
+    try:
+        probabilities = predicted_probabilities(model, planes, min_size, device, rng)
+    finally:
+        model.train(was_training)
+    n = probabilities.shape[1]
+    trained = np.full(n, 1.0 / n)
+    shares = class_shares_em(probabilities, trained)
+    with torch.no_grad():
+        if conv.out_channels == 1:
+            bias += float(np.log(shares[1] / shares[0]) - np.log(trained[1] / trained[0]))
+        else:
+            shift = np.log(shares) - np.log(trained)
+            bias += torch.as_tensor(shift, dtype=bias.dtype, device=bias.device)
+    return shares
