@@ -20,8 +20,9 @@ from .sampling import TrainingPlane
 
 #: At most this many pixels per plane are predicted to estimate the proportions.
 MAX_CROP = 512
-#: No class is taken to cover less than this share, whatever the estimate.
-MIN_SHARE = 0.01
+#: No estimate moves a class's share further than this factor from an even share: a poorly
+#: trained network's predictions can drive the EM to extremes.
+MAX_FACTOR = 10.0
 
 
 def class_shares_em(
@@ -39,7 +40,8 @@ def class_shares_em(
             shares = new
             break
         shares = new
-    clipped: np.ndarray = np.clip(shares, MIN_SHARE, None)
+    even = 1.0 / len(shares)
+    clipped: np.ndarray = np.clip(shares, even / MAX_FACTOR, None)
     result: np.ndarray = clipped / clipped.sum()
     return result
 
@@ -93,22 +95,26 @@ def output_layer(model: nn.Module) -> nn.Conv2d | None:
     return None
 
 
-def correct_class_shares(
+def output_bias(model: nn.Module) -> torch.Tensor | None:
+    conv = output_layer(model)
+    return None if conv is None else conv.bias
+
+
+def class_share_shift(
     model: nn.Module,
     planes: list[TrainingPlane],
     min_size: int,
     device: torch.device,
     rng: np.random.Generator,
-) -> np.ndarray | None:
-    """Estimate the image's class shares and fold them into the output bias; returns them.
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The image's class shares and the output-bias shift that applies them.
 
     The network was trained with classes drawn evenly, so its posteriors assume even shares.
-    Returns None (and changes nothing) for a model without an output bias.
+    None for a model without an output bias.
     """
     conv = output_layer(model)
-    if conv is None or conv.bias is None:
+    if conv is None:
         return None
-    bias = conv.bias
     was_training = model.training
     model.eval()
     try:
@@ -118,10 +124,16 @@ def correct_class_shares(
     n = probabilities.shape[1]
     trained = np.full(n, 1.0 / n)
     shares = class_shares_em(probabilities, trained)
+    if conv.out_channels == 1:  # one sigmoid output: the foreground's log-odds
+        shift = np.array([np.log(shares[1] / shares[0]) - np.log(trained[1] / trained[0])])
+    else:
+        shift = np.log(shares) - np.log(trained)
+    return shares, shift
+
+
+def shift_output_bias(model: nn.Module, shift: np.ndarray) -> None:
+    conv = output_layer(model)
+    if conv is None or conv.bias is None:
+        return
     with torch.no_grad():
-        if conv.out_channels == 1:
-            bias += float(np.log(shares[1] / shares[0]) - np.log(trained[1] / trained[0]))
-        else:
-            shift = np.log(shares) - np.log(trained)
-            bias += torch.as_tensor(shift, dtype=bias.dtype, device=bias.device)
-    return shares
+        conv.bias += torch.as_tensor(shift, dtype=conv.bias.dtype, device=conv.bias.device)

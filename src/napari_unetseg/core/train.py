@@ -25,7 +25,7 @@ from .errors import InputError
 from .layout import resolve_layout
 from .losses import image_aware_smoothness, masked_loss, resolve_loss_name, unpainted_entropy
 from .normalization import Normalizer, check_finite, fit_normalizer
-from .prior import correct_class_shares
+from .prior import class_share_shift, shift_output_bias
 from .sampling import PatchSampler, TrainingPlane, augment
 from .targets import check_labels_dtype, check_painted_classes, make_targets
 from .threads import ThreadTuner
@@ -51,6 +51,10 @@ MIN_TRUSTED_STEPS = 50
 #: Validated epochs before this share of the budget do not compete for "best": early in a
 #: run, a nearly empty model can score well on the few held-out strokes.
 BEST_FROM_PROGRESS = 0.5
+#: Class shares that lower the held-out Dice by more than this are applied in part, or not.
+SHARES_TOLERANCE = 0.02
+#: The shares of the bias shift tried, largest first.
+SHARES_STEPS = (1.0, 0.5, 0.25)
 
 
 # --------------------------------------------------------------------------- events
@@ -108,6 +112,7 @@ class TrainingHistory:
     threads: int | None = None
     start_validation_dice: float | None = None
     class_shares: list[float] | None = None
+    class_shares_applied: float | None = None
 
     @property
     def trustworthy(self) -> bool:
@@ -131,6 +136,7 @@ class TrainingHistory:
             "device": self.device,
             "warnings": list(self.warnings),
             "class_shares": self.class_shares,
+            "class_shares_applied": self.class_shares_applied,
         }
 
 
@@ -338,6 +344,40 @@ def train_iter(
             remaining=remaining(),
         )
 
+    def offer_final() -> None:
+        """Stopped right after an epoch: its weights are the final ones, and they compete."""
+        if history.validation_dice and best.offer(
+            history.validation_dice[-1], history.epochs, True
+        ):
+            history.best_epoch, history.best_validation_dice = best.epoch, best.dice
+
+    def correct_shares() -> None:
+        """Fold the image's class shares into the output bias, as far as held-out paint allows."""
+        estimate = class_share_shift(model, planes, model_config.min_size, device, rng)
+        if estimate is None:
+            return
+        shares, shift = estimate
+        before = evaluate(model, regions, device, config.is_objects, n_outputs)
+        if before is None:  # nothing to check against: apply half, a hedge
+            shift_output_bias(model, 0.5 * shift)
+            history.class_shares = [round(float(v), 4) for v in shares]
+            history.class_shares_applied = 0.5
+            return
+        applied = 0.0
+        for fraction in SHARES_STEPS:
+            shift_output_bias(model, (fraction - applied) * shift)
+            applied = fraction
+            after = evaluate(model, regions, device, config.is_objects, n_outputs)
+            if after is not None and after >= before - SHARES_TOLERANCE:
+                history.class_shares = [round(float(v), 4) for v in shares]
+                history.class_shares_applied = fraction
+                return
+        shift_output_bias(model, -applied * shift)
+        history.warnings.append(
+            "the class shares estimated from the image made the held-out paint score worse, "
+            "so they were not applied."
+        )
+
     def step() -> float:
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate * learning_rate_factor(
@@ -417,20 +457,23 @@ def train_iter(
                 yield end_epoch()
         if epoch_losses:  # score the last, partial epoch too
             yield end_epoch(final=True)
+        else:
+            offer_final()
     except BaseException as error:
         stopped = isinstance(error, GeneratorExit | KeyboardInterrupt)
         history.stop_reason = "stopped" if stopped else "error"
         if stopped and epoch_losses:
             score_epoch(final=True)  # weights stopped mid-epoch are validated too
+        elif stopped:
+            offer_final()
         raise
     finally:
         if tuner is not None:
             history.threads = tuner.current
             tuner.restore()
         _finish(history, best, model)
-        if config.correct_class_shares and history.steps > 0:
-            shares = correct_class_shares(model, planes, model_config.min_size, device, rng)
-            history.class_shares = None if shares is None else [round(float(v), 4) for v in shares]
+        if config.correct_class_shares and history.trustworthy:
+            correct_shares()
         history.elapsed = elapsed()
         if on_finish is not None:
             on_finish(history)
