@@ -9,8 +9,8 @@ from napari_unetseg.core.synthetic import nuclei_scene
 def test_headless_demo_trains_and_reports_dice(capsys):
     result = run_headless_demo(seconds=2)
     out = capsys.readouterr().out
-    assert "Foreground Dice on the unpainted pixels" in out
-    assert 0.0 <= result["dice_unpainted"] <= 1.0 and result["steps"] >= 1
+    assert "Foreground Dice on the right half" in out and "Kromp" in out
+    assert 0.0 <= result["dice_right_half"] <= 1.0 and result["steps"] >= 1
 
 
 def test_train_segment_info_round_trip(tmp_path, capsys):
