@@ -5,8 +5,6 @@ One output channel means sigmoid (binary); several mean softmax over classes.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -75,53 +73,3 @@ def masked_loss(
     if "dice" in terms:
         loss = loss + masked_soft_dice(logits, target, mask)
     return loss
-
-
-#: Neighbour offsets (dy, dx) the smoothness term compares: near and a little farther.
-SMOOTHNESS_OFFSETS = ((0, 1), (1, 0), (1, 1), (1, -1), (0, 3), (3, 0), (2, 2), (2, -2))
-
-
-def image_aware_smoothness(
-    logits: torch.Tensor, image: torch.Tensor, sigma: float = 0.1
-) -> torch.Tensor:
-    """A relaxed Potts term over every pixel, painted or not: neighbours that look alike
-    should get the same class.
-
-    For each pixel pair at the offsets above, ``1 - sum_c p_c(a) p_c(b)`` is weighted by
-    ``exp(-|I(a) - I(b)|^2 / 2 sigma^2)`` on a lightly smoothed image, so class borders move
-    to where the image changes. This is what teaches the unpainted pixels near the edges,
-    where a person's strokes never go.
-    """
-    if logits.shape[1] == 1:
-        fg = torch.sigmoid(logits)
-        probs = torch.cat([1 - fg, fg], dim=1)
-    else:
-        probs = torch.softmax(logits, dim=1)
-    smooth = F.avg_pool2d(image.float(), 3, stride=1, padding=1, count_include_pad=False)
-    h, w = probs.shape[-2:]
-    total = logits.new_zeros(())
-    for dy, dx in SMOOTHNESS_OFFSETS:
-        ya, yb = slice(0, h - dy), slice(dy, h)
-        xa, xb = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
-        difference = (smooth[:, :, ya, xa] - smooth[:, :, yb, xb]).pow(2).sum(1)
-        affinity = torch.exp(-difference / (2 * sigma**2))
-        agreement = (probs[:, :, ya, xa] * probs[:, :, yb, xb]).sum(1)
-        total = total + (affinity * (1 - agreement)).mean()
-    return total / len(SMOOTHNESS_OFFSETS)
-
-
-def unpainted_entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean prediction entropy (in [0, 1]) over the pixels nobody painted.
-
-    Minimising it moves class borders to where few pixels are, between the clusters the
-    image forms (the semi-supervised cluster assumption; Otsu's threshold in one dimension).
-    """
-    if logits.shape[1] == 1:
-        p = torch.sigmoid(logits[:, 0])
-        entropy = -(p * torch.log(p.clamp_min(1e-6)) + (1 - p) * torch.log((1 - p).clamp_min(1e-6)))
-        entropy = entropy / math.log(2)
-    else:
-        log_p = torch.log_softmax(logits, dim=1)
-        entropy = -(log_p.exp() * log_p).sum(1) / math.log(logits.shape[1])
-    weight = 1 - mask.to(entropy.dtype)
-    return (entropy * weight).sum() / weight.sum().clamp_min(1.0)

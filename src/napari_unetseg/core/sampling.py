@@ -30,7 +30,6 @@ class PatchSampler:
         patch_size: int,
         n_classes: int,
         rng: np.random.Generator,
-        balance_classes: bool = True,
     ) -> None:
         self.patch = patch_size
         self.rng = rng
@@ -54,11 +53,6 @@ class PatchSampler:
             if len(centres):
                 self.centres.append(centres)
 
-        counts = np.array([len(c) for c in self.centres], float)
-        self.class_odds = (
-            np.full(len(counts), 1 / len(counts)) if balance_classes else counts / counts.sum()
-        )
-
     def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         p, half = self.patch, self.patch // 2
         channels = self.images[0].shape[0]
@@ -66,7 +60,7 @@ class PatchSampler:
         y = np.empty((batch_size, p, p), np.int64)
         m = np.empty((batch_size, p, p), np.float32)
         for b in range(batch_size):
-            centres = self.centres[self.rng.choice(len(self.centres), p=self.class_odds)]
+            centres = self.centres[self.rng.integers(len(self.centres))]
             plane, cy, cx = centres[self.rng.integers(len(centres))]
             image = self.images[plane]
             jitter = self.rng.integers(-half // 2, half // 2 + 1, size=2)

@@ -23,7 +23,7 @@ from .config import ModelConfig, TrainConfig
 from .devices import cpu_has_native_bfloat16
 from .errors import InputError
 from .layout import resolve_layout
-from .losses import image_aware_smoothness, masked_loss, resolve_loss_name, unpainted_entropy
+from .losses import masked_loss, resolve_loss_name
 from .normalization import Normalizer, check_finite, fit_normalizer
 from .prior import class_share_shift, shift_output_bias
 from .sampling import PatchSampler, TrainingPlane, augment
@@ -278,7 +278,7 @@ def train_iter(
         config.patch_size, int(math.ceil(largest / model_config.min_size) * model_config.min_size)
     )
     patch = max(patch, model_config.min_size)
-    sampler = PatchSampler(planes, patch, n_classes, rng, config.balance_classes)
+    sampler = PatchSampler(planes, patch, n_classes, rng)
     regions = validation_regions(planes, config.validation_block, model_config.min_size, rng)
 
     model.to(device)
@@ -395,13 +395,6 @@ def train_iter(
         with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
             logits = model(xb)
         loss = masked_loss(loss_name, logits.float(), yb, mb)
-        if config.entropy_weight > 0:
-            ramp = min(1.0, max(0.0, (progress() - 0.1) / 0.3))
-            loss = loss + config.entropy_weight * ramp * unpainted_entropy(logits.float(), mb)
-        if config.smoothness > 0:
-            loss = loss + config.smoothness * image_aware_smoothness(
-                logits.float(), xb, config.smoothness_sigma
-            )
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
