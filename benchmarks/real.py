@@ -146,10 +146,9 @@ def ours(
         "epochs": history.epochs,
         "best_validation_dice": history.best_validation_dice,
         "validation_curve": history.validation_dice,
-        "class_shares": history.class_shares,
-        "threads": history.threads,
-        "warnings": history.warnings,
     }
+    for name in ("class_shares", "class_shares_applied", "threads", "warnings"):
+        info[name] = getattr(history, name, None)  # absent before these existed
     return labels, info
 
 

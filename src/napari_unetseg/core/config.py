@@ -230,11 +230,7 @@ class TrainConfig:
     device: str = "auto"
     mixed_precision: bool = True
     threads: int | None = None
-    smoothness: float = 0.0
-    balance_classes: bool = True
-    entropy_weight: float = 0.0
     correct_class_shares: bool = True
-    smoothness_sigma: float = 0.1
 
     def __post_init__(self) -> None:
         _check_choice("mode", self.mode, ("sparse", "dense", "objects", "objects-dense"))
