@@ -129,7 +129,7 @@ def test_a_bad_file_is_reported_and_the_rest_finish_and_a_rerun_resumes(
     out = tmp_path / "out"
     results = {r.input.name: r for r in segment_files(model_file, [images], out, tile_size=48)}
     assert results["broken.tif"].status == "failed"
-    assert results["broken.tif"].message == "broken.tif: not a readable TIFF file (no image in it)."
+    assert results["broken.tif"].message == "not a readable TIFF file (no image in it)."
     assert {n for n, r in results.items() if r.status == "done"} == {
         "a.tif",
         "b.npy",

@@ -191,13 +191,12 @@ def read_image(path: Path) -> Any:
     if name.endswith(".npy"):
         with open(path, "rb") as handle:
             if handle.read(6) != b"\x93NUMPY":
-                raise InputError(f"{path.name}: not a .npy file (it lacks the NumPy header).")
+                raise InputError("not a .npy file (it lacks the NumPy header).")
         try:
             return np.load(path, mmap_mode="r", allow_pickle=False)
         except ValueError as error:
             raise InputError(
-                f"{path.name}: not a plain numeric .npy array (holds Python objects, or is "
-                f"damaged: {error})."
+                f"not a plain numeric .npy array (it holds Python objects, or is damaged: {error})."
             ) from None
     if name.endswith(".zarr"):
         import zarr
@@ -205,15 +204,18 @@ def read_image(path: Path) -> Any:
         opened = zarr.open(str(path), mode="r")
         if isinstance(opened, zarr.Group):  # OME-Zarr: the full-resolution level, "0"
             if "0" not in opened:
-                raise InputError(f"{path}: a zarr group without an array '0' (OME-Zarr level 0).")
+                raise InputError("a zarr group without an array '0' (OME-Zarr level 0).")
             opened = opened["0"]
         return opened
     import tifffile
 
-    with tifffile.TiffFile(path) as tiff:
-        if not len(tiff.pages) or not tiff.series:
-            raise InputError(f"{path.name}: not a readable TIFF file (no image in it).")
-        image: np.ndarray = tiff.asarray()
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            if not len(tiff.pages) or not tiff.series:
+                raise InputError("not a readable TIFF file (no image in it).")
+            image: np.ndarray = tiff.asarray()
+    except tifffile.TiffFileError as error:
+        raise InputError(f"not a readable TIFF file ({error}).") from None
     return image
 
 
