@@ -128,15 +128,12 @@ def _batch_client(args: argparse.Namespace) -> Any:
             ) from None
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1, not {args.workers}.")
-    import os
+    if args.threads is None:
+        import os
 
-    threads = str(max(1, (os.cpu_count() or 1) // args.workers))
+        args.threads = max(1, (os.cpu_count() or 1) // args.workers)
     cluster = LocalCluster(
-        n_workers=args.workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        env={"OMP_NUM_THREADS": threads},  # torch's threads in each worker process
+        n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None
     )
     return Client(cluster)
 
@@ -174,6 +171,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             axes=args.axes,
             tile_size=args.tile_size,
             device=args.device,
+            threads_per_worker=args.threads,
             on_result=show,
         )
     finally:
@@ -270,6 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="ADDRESS",
         help="use a running dask scheduler, e.g. tcp://10.0.0.5:8786 (default: none)",
+    )
+    segment.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="T",
+        help="torch threads in each worker (default: the cores divided among --workers; "
+        "with --scheduler, as the workers were started)",
     )
     segment.add_argument(
         "--axes", default=None, help="axes of the images, e.g. YX, CYX, ZYX (default: guessed)"

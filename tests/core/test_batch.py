@@ -274,7 +274,12 @@ def test_process_workers_give_the_same_labels(model_file, images, tmp_path):
         ) as cluster,
         Client(cluster) as client,
     ):
-        results = segment_files(model_file, [images], out, client=client, tile_size=48)
+        results = segment_files(
+            model_file, [images], out, client=client, tile_size=48, threads_per_worker=2
+        )
+        threads = client.run(lambda: __import__("torch").get_num_threads())
+    used = {r.worker for r in results if r.status == "done"}
+    assert {threads[w] for w in used} == {2}  # worker processes start with one thread
     assert [r.status for r in results if r.status != "ignored"] == ["done"] * 4
     for name in ("a.tif", "b.npy", "c.tiff", "d.zarr"):
         labels = tifffile.imread(out / f"{Path(name).stem}_unetseg.tif")

@@ -293,20 +293,26 @@ def describe_failure(error: BaseException) -> str:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A weights file as the workers load it; ``stamp`` changes when the file does."""
+    """A weights file as the workers load it; ``stamp`` changes when the file does.
+
+    ``threads``: torch threads for each worker that loads it (None leaves them as they are).
+    """
 
     path: Path
     stamp: tuple[int, int]
     device: str
+    threads: int | None = None
 
     @classmethod
-    def of(cls, path: str | os.PathLike[str], device: str) -> ModelSource:
+    def of(
+        cls, path: str | os.PathLike[str], device: str, threads: int | None = None
+    ) -> ModelSource:
         resolved = Path(path).expanduser().resolve()
         try:
             info = resolved.stat()
         except OSError as error:
             raise InputError(f"{path}: {error.strerror or 'cannot be read'}.") from None
-        return cls(resolved, (info.st_mtime_ns, info.st_size), device)
+        return cls(resolved, (info.st_mtime_ns, info.st_size), device, threads)
 
 
 _worker_models: dict[tuple[str, ModelSource], tuple[Any, threading.Lock]] = {}
@@ -337,6 +343,10 @@ def worker_segmenter(source: ModelSource) -> tuple[Any, threading.Lock]:
 
             for other in [k for k in _worker_models if k[0] == worker]:
                 del _worker_models[other]
+            if source.threads is not None:
+                import torch
+
+                torch.set_num_threads(source.threads)
             loaded = (Segmenter.load(source.path, device=source.device), threading.Lock())
             _worker_models[key] = loaded
     return loaded
@@ -394,6 +404,7 @@ def segment_files(
     axes: str | None = None,
     tile_size: int | None = None,
     device: str = "auto",
+    threads_per_worker: int | None = None,
     on_result: Callable[[FileResult, int, int], object] | None = None,
 ) -> list[FileResult]:
     """Segment image files with a weights file; return what happened to each input.
@@ -418,6 +429,9 @@ def segment_files(
         Replace results that exist; by default they are skipped, so a rerun resumes.
     axes, tile_size, device
         As for :meth:`Segmenter.segment`; ``tile_size`` None keeps the default.
+    threads_per_worker
+        Torch threads in each worker (dask's worker processes start with one). Give a
+        worker one dask thread and this many cores: it segments one file at a time.
     on_result
         Called as ``on_result(result, finished, total)`` as each file finishes, in the order
         they finish.
@@ -434,7 +448,9 @@ def segment_files(
         weights file that cannot be loaded.
     """
     plan = plan_batch(inputs, output_dir, output_format)
-    source = ModelSource.of(model_path, device)
+    if threads_per_worker is not None and threads_per_worker < 1:
+        raise InputError(f"threads_per_worker must be at least 1, not {threads_per_worker}.")
+    source = ModelSource.of(model_path, device, threads_per_worker)
     from .segmenter import Segmenter
 
     # A bad weights file fails here, once, before any work; run here, this is the model used.
