@@ -515,3 +515,198 @@ def _run_on_cluster(
         except Exception as error:  # the worker died or the task was lost: report the file
             result = FileResult(job.input, job.output, "failed", describe_failure(error))
         record(result)
+
+
+# --------------------------------------------------------------------------- one huge image
+
+
+@dataclass(frozen=True)
+class Strip:
+    """Rows ``rows[0]`` to ``rows[1]`` of plane ``plane`` of a large image, for one task."""
+
+    plane: tuple[int, ...]
+    rows: tuple[int, int]
+
+
+def _segment_strip(
+    source: ModelSource,
+    image_path: Path,
+    axes: str,
+    output_path: Path,
+    strip: Strip,
+    normalizer: Any,
+    config: Any,
+) -> str:
+    """Segment one strip on whichever worker runs this, writing into the shared zarr output."""
+    import zarr
+
+    segmenter, lock = worker_segmenter(source)
+    with lock:
+        _predict_strip(
+            segmenter,
+            read_image(image_path),
+            axes,
+            zarr.open_array(str(output_path), mode="r+"),
+            strip,
+            normalizer,
+            config,
+        )
+    return _current_worker()
+
+
+def _predict_strip(
+    segmenter: Any, image: Any, axes: str, out: Any, strip: Strip, normalizer: Any, config: Any
+) -> None:
+    from .devices import inference_dtype
+    from .layout import resolve_layout
+    from .predict import predict_iter, run_to_end
+
+    layout = resolve_layout(image, segmenter.config.in_channels, axes)
+    run_to_end(
+        predict_iter(
+            segmenter.model,
+            segmenter.config,
+            image,
+            layout,
+            config,
+            segmenter.device,
+            inference_dtype(segmenter.device, config.precision),
+            want_probabilities=False,
+            planes=[strip.plane],
+            out_labels=out,
+            normalizer=normalizer,
+            rows=strip.rows,
+        )
+    )
+
+
+def segment_large_image(
+    model_path: str | os.PathLike[str],
+    image_path: str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    client: Any = None,
+    *,
+    strip_rows: int = 2048,
+    axes: str | None = None,
+    tile_size: int | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    threads_per_worker: int | None = None,
+    on_progress: Callable[[int, int], object] | None = None,
+) -> Path:
+    """Segment one large zarr image in strips of rows spread over the workers, into zarr.
+
+    Each strip is computed from the tiles that reach into it (its halo is the rest of
+    those tiles: up to one tile above and below), with the intensity statistics of the
+    whole image, in the same batches and blended in the same order as a single-process
+    :meth:`Segmenter.segment` with the same settings, so the labels are identical to it.
+    Workers read the image, and write their own chunks of the output, themselves: the
+    image and the output folder must be on a filesystem they share.
+
+    Parameters
+    ----------
+    image_path
+        A ``.zarr`` array, or an OME-Zarr group (its level ``0``); TIFF and ``.npy`` work too.
+    output_path
+        The ``.zarr`` to write (class labels, uint8); written under a temporary name and
+        renamed when every strip is done. An existing one is an error unless ``overwrite``.
+    strip_rows
+        Rows per task and per output chunk. Smaller strips spread better but recompute
+        more tiles at their borders.
+
+    Raises
+    ------
+    InputError
+        For an object model: object ids would not agree where strips meet. Segment such
+        an image in one process, ``seg.segment(zarr_image, out=zarr_labels)``, which
+        reads it one row of tiles at a time.
+    """
+    import zarr
+
+    from .config import PredictConfig
+    from .layout import resolve_layout
+    from .normalization import fit_normalizer
+    from .predict import classes_from_probabilities
+    from .segmenter import Segmenter
+
+    image_file = Path(image_path).expanduser()
+    output = Path(output_path).expanduser()
+    if not image_file.exists():
+        raise InputError(f"{image_path}: no such file or folder.")
+    if not output.name.lower().endswith(".zarr"):
+        raise InputError(f"{output_path}: the output of a split image is a zarr; name it *.zarr.")
+    if output.resolve() == image_file.resolve():
+        raise InputError(f"{output_path} is the image itself; name another output.")
+    if output.exists() and not overwrite:
+        raise InputError(f"{output_path} exists; remove it or pass overwrite=True (--overwrite).")
+    if strip_rows < 1:
+        raise InputError(f"strip_rows must be at least 1, not {strip_rows}.")
+    if threads_per_worker is not None and threads_per_worker < 1:
+        raise InputError(f"threads_per_worker must be at least 1, not {threads_per_worker}.")
+    source = ModelSource.of(model_path, device, threads_per_worker)
+    segmenter = Segmenter.load(source.path, device=device if client is None else "cpu")
+    if segmenter.is_objects:
+        raise InputError(
+            "an object model cannot split one image over workers: object ids would not agree "
+            "where the strips meet. Segment it in one process instead (the command without "
+            "--split-rows, or seg.segment(zarr_image, out=zarr_labels)), which reads it one "
+            "row of tiles at a time."
+        )
+    image = read_image(image_file)
+    layout = resolve_layout(image, segmenter.config.in_channels, axes)
+    config = PredictConfig() if tile_size is None else PredictConfig(tile_size=tile_size)
+    normalizer = fit_normalizer(image, layout, segmenter.config.normalization)
+    n_outputs = segmenter.config.n_classes
+    dtype = classes_from_probabilities(np.zeros((n_outputs, 1, 1), np.float32)).dtype
+    height, width = layout.plane_shape
+    strips = [
+        Strip(plane, (top, min(top + strip_rows, height)))
+        for plane in layout.plane_indices()
+        for top in range(0, height, strip_rows)
+    ]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temporary = output.with_name(f".{output.name}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        out = zarr.open_array(
+            str(temporary),
+            mode="w",
+            shape=layout.output_shape,
+            dtype=dtype,
+            chunks=(1,) * len(layout.stack_shape) + (min(strip_rows, height), min(width, 4096)),
+        )
+        if client is None:
+            for done, strip in enumerate(strips, 1):
+                _predict_strip(segmenter, image, layout.axes, out, strip, normalizer, config)
+                if on_progress is not None:
+                    on_progress(done, len(strips))
+        else:
+            from distributed import as_completed
+
+            futures = [
+                client.submit(
+                    _segment_strip,
+                    source,
+                    image_file.resolve(),
+                    layout.axes,
+                    temporary.resolve(),
+                    strip,
+                    normalizer,
+                    config,
+                    key=f"unetseg-strip-{uuid.uuid4().hex}",
+                    pure=False,
+                )
+                for strip in strips
+            ]
+            try:
+                for done, future in enumerate(as_completed(futures), 1):  # type: ignore[no-untyped-call]
+                    future.result()  # a strip that fails fails the image: nothing is renamed
+                    if on_progress is not None:
+                        on_progress(done, len(strips))
+            except BaseException:
+                client.cancel(futures)
+                raise
+        _replace_folder(temporary, output)
+    finally:
+        if temporary.exists():
+            shutil.rmtree(temporary, ignore_errors=True)
+    return output

@@ -476,7 +476,13 @@ class _RowBlender:
     """Adds weighted tiles into a band of rows and hands rows on once no tile can touch them."""
 
     def __init__(
-        self, tiling: PlaneTiling, n_outputs: int, height: int, width: int, emit: RowSink
+        self,
+        tiling: PlaneTiling,
+        n_outputs: int,
+        height: int,
+        width: int,
+        emit: RowSink,
+        top: int = 0,
     ) -> None:
         self.tiling, self.height, self.width, self.emit = tiling, height, width, emit
         self.wy = [
@@ -486,7 +492,7 @@ class _RowBlender:
             torch.from_numpy(tiling.x.normalized_weights(j)) for j in range(len(tiling.x.starts))
         ]
         self.band = torch.zeros((n_outputs, 0, tiling.x.padded), dtype=torch.float32)
-        self.top = 0  # first row of the plane held in the band
+        self.top = top  # first row of the plane held in the band
 
     def add(self, i: int, j: int, probs: torch.Tensor) -> None:
         y0, x0 = self.tiling.y.starts[i] - self.top, self.tiling.x.starts[j]
@@ -569,6 +575,17 @@ class _TileRowReader:
         return band[:, :, x0 : x0 + self.tiling.x.tile]
 
 
+def _rows_only(emit: RowSink, first: int, end: int) -> RowSink:
+    """``emit`` for rows ``first`` to ``end`` only."""
+
+    def clipped(y0: int, y1: int, values: torch.Tensor) -> None:
+        a, b = max(y0, first), min(y1, end)
+        if b > a:
+            emit(a, b, values[:, a - y0 : b - y0])
+
+    return clipped
+
+
 def predict_plane_iter(
     network: nn.Module,
     plane: np.ndarray | PlaneView,
@@ -580,6 +597,7 @@ def predict_plane_iter(
     dtype: torch.dtype,
     emit: RowSink,
     where: str = "the image",
+    rows: tuple[int, int] | None = None,
 ) -> Generator[int, None, None]:
     """Predict one raw (C, Y, X) plane, handing finished rows to ``emit``; yields tiles done.
 
@@ -587,6 +605,11 @@ def predict_plane_iter(
     (except for a plane smaller than one tile, which is padded by reflection). A
     :class:`PlaneView` is read one tile row at a time, each row checked for NaN (named
     by ``where``); a numpy plane is cut in place and is checked by the caller.
+
+    ``rows=(first, end)`` computes only those rows of the plane, with exactly the values
+    the whole plane's prediction gives them: the same tiles, in the same batches (a batch
+    that reaches into the rows is run whole), blended in the same order. Workers that
+    share a plane's rows between them together give the single-process result.
     """
     channels, height, width = plane.shape
     tiling = plan_tiles((height, width), config, multiple)
@@ -614,10 +637,18 @@ def predict_plane_iter(
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     use_autocast = dtype != torch.float32
     cuda = device.type == "cuda"
-    blender = _RowBlender(tiling, n_outputs, height, width, emit)
     positions = list(tiling.tiles())
     per_forward = tiles_per_forward(config.batch_size, ty * tx, device, dtype)
     batches = [positions[k : k + per_forward] for k in range(0, len(positions), per_forward)]
+    wanted: set[int] | None = None  # tile rows to blend; None: all
+    top = 0
+    if rows is not None:
+        first, end = rows
+        wanted = {i for i, y0 in enumerate(tiling.y.starts) if y0 < end and y0 + ty > first}
+        batches = [batch for batch in batches if any(i in wanted for i, _ in batch)]
+        top = tiling.y.starts[min(wanted)]
+        emit = _rows_only(emit, first, end)
+    blender = _RowBlender(tiling, n_outputs, height, width, emit, top)
 
     def launch(batch: list[tuple[int, int]]) -> tuple[torch.Tensor, Any]:
         inputs = torch.empty((len(batch), channels, ty, tx), dtype=torch.float32, pin_memory=cuda)
@@ -633,7 +664,8 @@ def predict_plane_iter(
         if event is not None:
             event.synchronize()
         for k, (i, j) in enumerate(batch):
-            blender.add(i, j, probs[k])
+            if wanted is None or i in wanted:
+                blender.add(i, j, probs[k])
         following = positions.index(batch[-1]) + 1
         if following < len(positions):
             blender.finish_rows_before(tiling.y.starts[positions[following][0]])
@@ -729,6 +761,8 @@ def predict_iter(
     planes: list[tuple[int, ...]] | None = None,
     out_probabilities: Any = None,
     out_labels: Any = None,
+    normalizer: Normalizer | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> Generator[PredictProgress, None, Prediction]:
     """Predict every plane (or the given stack indices); yields progress, returns the result.
 
@@ -737,6 +771,10 @@ def predict_iter(
     ``out_probabilities`` and ``out_labels`` are arrays (numpy, zarr, ...) of those shapes
     to fill, tile row by tile row, instead of new numpy arrays; they are what is returned.
     An object model still holds one plane's probabilities in memory for the watershed.
+
+    ``normalizer``: statistics fitted beforehand (by default, on this image). ``rows``:
+    compute only these rows of each plane (see :func:`predict_plane_iter`), for a class
+    model writing into ``out_labels`` / ``out_probabilities``; other rows are not written.
     """
     if min(layout.plane_shape) < model_config.min_size:
         raise InputError(
@@ -746,7 +784,14 @@ def predict_iter(
     indices = list(layout.plane_indices()) if planes is None else planes
     n_outputs = model_config.n_classes
     objects = model_config.task == "objects"
-    normalizer = fit_normalizer(image, layout, model_config.normalization)
+    if rows is not None and (objects or (out_labels is None and out_probabilities is None)):
+        raise InputError(
+            "rows= computes part of each plane: it needs a class model and an out= array."
+        )
+    if rows is not None and not 0 <= rows[0] < rows[1] <= layout.plane_shape[0]:
+        raise InputError(f"rows={rows} is not a range of the plane's {layout.plane_shape[0]} rows.")
+    if normalizer is None:
+        normalizer = fit_normalizer(image, layout, model_config.normalization)
     tiling = plan_tiles(layout.plane_shape, config, model_config.min_size)
     total_tiles = tiling.n_tiles * len(indices)
     probs_out: Any = None
@@ -819,6 +864,7 @@ def predict_iter(
                 dtype,
                 emit,
                 where,
+                rows,
             ):
                 yield PredictProgress(done_before + done, total_tiles, number, len(indices))
             done_before += tiling.n_tiles
