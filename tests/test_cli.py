@@ -172,3 +172,32 @@ def test_workers_and_scheduler_exclude_each_other(capsys):
         main(["segment", "m", "a.tif", "--workers", "2", "--scheduler", "tcp://x:1"])
     assert stopped.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_split_rows_segments_one_zarr_image_and_refuses_objects(folder, capsys):
+    import zarr
+
+    from napari_unetseg.core import Segmenter
+
+    image = nuclei_scene((100, 90), seed=2).image
+    zarr.open_array(str(folder / "big.zarr"), mode="w", shape=image.shape, dtype=image.dtype)[:] = (
+        image
+    )
+    model = str(folder / "nuclei.safetensors")
+    split = ["--split-rows", "40", "--tile-size", "48", "--output-dir", str(folder / "out")]
+    assert main(["segment", model, str(folder / "big.zarr"), *split]) == 0
+    labels = zarr.open_array(str(folder / "out" / "big_unetseg.zarr"))[:]
+    expected = Segmenter.load(model).segment(
+        zarr.open_array(str(folder / "big.zarr")), tile_size=48
+    )
+    assert np.array_equal(labels, expected)
+    assert main(["segment", model, str(folder / "big.zarr"), *split]) == 0  # exists: skipped
+    assert "exists" in capsys.readouterr().out
+
+    Segmenter.create(task="objects").save(folder / "objects.safetensors")
+    objects = str(folder / "objects.safetensors")
+    assert main(["segment", objects, str(folder / "big.zarr"), *split, "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "object model cannot split" in err
+    assert main(["segment", model, str(folder / "big.zarr"), str(folder / "a.tif"), *split]) == 1
+    assert "segments one image" in capsys.readouterr().err

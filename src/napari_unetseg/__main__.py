@@ -138,11 +138,69 @@ def _batch_client(args: argparse.Namespace) -> Any:
     return Client(cluster)
 
 
+def _close(client: Any) -> None:
+    if client is not None:
+        cluster = getattr(client, "cluster", None)
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _segment_split(args: argparse.Namespace) -> int:
+    """One large image in strips of rows over the workers (--split-rows)."""
+    from tqdm.auto import tqdm
+
+    from napari_unetseg.core.batch import describe_failure, plan_batch, segment_large_image
+    from napari_unetseg.core.errors import InputError, UnetSegError
+
+    plan = plan_batch(args.images, args.output_dir, "zarr")
+    if len(plan.jobs) != 1:
+        raise InputError(
+            f"--split-rows segments one image; {len(plan.jobs)} were given. "
+            "Leave it out to segment many files."
+        )
+    job = plan.jobs[0]
+    if job.output.exists() and not args.overwrite:
+        print(f"skip {job.input}: {job.output} exists (use --overwrite)")
+        return 0
+    client = _batch_client(args)
+    try:
+        with tqdm(unit="strip", desc=job.input.name, leave=False) as bar:
+
+            def show(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            segment_large_image(
+                args.weights,
+                job.input,
+                job.output,
+                client,
+                strip_rows=args.split_rows,
+                axes=args.axes,
+                tile_size=args.tile_size,
+                device=args.device,
+                overwrite=args.overwrite,
+                threads_per_worker=args.threads,
+                on_progress=show,
+            )
+    except UnetSegError:
+        raise
+    except Exception as error:  # a worker's failure: one line, like every other error
+        raise InputError(f"{job.input}: {describe_failure(error)}") from None
+    finally:
+        _close(client)
+    print(f"{job.input} -> {job.output}")
+    return 0
+
+
 def _cmd_segment(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from napari_unetseg.core.batch import FileResult, plan_batch, segment_files
 
+    if args.split_rows is not None:
+        return _segment_split(args)
     plan_batch(args.images, args.output_dir, args.format)  # input problems, before any start-up
     client = _batch_client(args)
     counts = {"done": 0, "skipped": 0, "failed": 0, "ignored": 0}
@@ -177,11 +235,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     finally:
         for bar in bars:
             bar.close()
-        if client is not None:
-            cluster = getattr(client, "cluster", None)
-            client.close()
-            if cluster is not None:
-                cluster.close()
+        _close(client)
     for result in results:
         counts[result.status] += 1
         if result.status == "ignored":
@@ -268,6 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="ADDRESS",
         help="use a running dask scheduler, e.g. tcp://10.0.0.5:8786 (default: none)",
+    )
+    segment.add_argument(
+        "--split-rows",
+        type=int,
+        default=None,
+        metavar="ROWS",
+        help="segment ONE large image (zarr) in strips of ROWS rows spread over the workers, "
+        "into <name>_unetseg.zarr; class models only (default: off, one file per task)",
     )
     segment.add_argument(
         "--threads",
