@@ -122,6 +122,13 @@ def test_results_beside_inputs_are_not_taken_as_images_on_a_rerun(model_file, im
     assert all(r.status == "skipped" for r in again if r.status != "ignored")
 
 
+def test_recursive_glob(model_file, images, tmp_path):
+    (images / "deeper").mkdir()
+    np.save(images / "deeper" / "e.npy", _image(4))
+    jobs = plan_batch([str(images / "**" / "*.npy")], tmp_path / "out").jobs
+    assert sorted(job.input.name for job in jobs) == ["b.npy", "e.npy"]
+
+
 def test_a_bad_file_is_reported_and_the_rest_finish_and_a_rerun_resumes(
     model_file, images, tmp_path
 ):

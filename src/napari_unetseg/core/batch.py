@@ -109,7 +109,7 @@ def _expand(item: str | os.PathLike[str]) -> tuple[list[Path], list[tuple[Path, 
             )
         return [path], []
     if _GLOB_CHARACTERS.search(text):
-        matches = [Path(m) for m in sorted(glob.glob(os.path.expanduser(text)))]
+        matches = [Path(m) for m in sorted(glob.glob(os.path.expanduser(text), recursive=True))]
         if not matches:
             raise InputError(f"{text}: no file matches this pattern.")
         images = [p for p in matches if _is_image_name(p)]
