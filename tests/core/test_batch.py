@@ -122,6 +122,21 @@ def test_results_beside_inputs_are_not_taken_as_images_on_a_rerun(model_file, im
     assert all(r.status == "skipped" for r in again if r.status != "ignored")
 
 
+def test_ome_zarr_group_is_read_at_its_full_resolution_level(model_file, tmp_path):
+    group = zarr.open_group(str(tmp_path / "plate.ome.zarr"), mode="w")
+    group.create_array("0", shape=(64, 72), dtype="uint16", chunks=(32, 32))[:] = _image(1)
+    group.create_array("1", shape=(32, 36), dtype="uint16")
+    results = segment_files(model_file, [tmp_path / "plate.ome.zarr"], tmp_path / "out")
+    assert results[0].status == "done" and results[0].output.name == "plate.ome_unetseg.tif"
+    expected = Segmenter.load(model_file, device="cpu").segment(_image(1))
+    assert np.array_equal(tifffile.imread(results[0].output), expected)
+    zarr.open_group(str(tmp_path / "nolevel.zarr"), mode="w").create_array(
+        "x", shape=(4,), dtype="u1"
+    )
+    failed = segment_files(model_file, [tmp_path / "nolevel.zarr"], tmp_path / "out")
+    assert failed[0].status == "failed" and "array '0'" in failed[0].message
+
+
 def test_recursive_glob(model_file, images, tmp_path):
     (images / "deeper").mkdir()
     np.save(images / "deeper" / "e.npy", _image(4))
