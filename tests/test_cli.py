@@ -201,3 +201,27 @@ def test_split_rows_segments_one_zarr_image_and_refuses_objects(folder, capsys):
     assert err.count("\n") == 1 and "object model cannot split" in err
     assert main(["segment", model, str(folder / "big.zarr"), str(folder / "a.tif"), *split]) == 1
     assert "segments one image" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # starts two local clusters of worker processes
+def test_workers_run_the_batch_and_a_split_image_in_worker_processes(folder, capsys):
+    pytest.importorskip("distributed")
+    import tifffile
+    import zarr
+
+    from napari_unetseg.core import Segmenter
+
+    model = str(folder / "nuclei.safetensors")
+    out = ["--output-dir", str(folder / "out"), "--workers", "2", "--tile-size", "48"]
+    assert main(["segment", model, str(folder / "a.tif"), *out]) == 0
+    expected = Segmenter.load(model).segment(tifffile.imread(folder / "a.tif"), tile_size=48)
+    assert np.array_equal(tifffile.imread(folder / "out" / "a_unetseg.tif"), expected)
+
+    image = nuclei_scene((100, 90), seed=2).image
+    zarr.open_array(str(folder / "big.zarr"), mode="w", shape=image.shape, dtype=image.dtype)[:] = (
+        image
+    )
+    assert main(["segment", model, str(folder / "big.zarr"), *out, "--split-rows", "30"]) == 0
+    labels = zarr.open_array(str(folder / "out" / "big_unetseg.zarr"))[:]
+    assert np.array_equal(labels, Segmenter.load(model).segment(image, tile_size=48))
+    assert "Traceback" not in capsys.readouterr().err
