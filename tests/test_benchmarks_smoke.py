@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -72,3 +74,25 @@ def test_quick_accuracy_benchmark_writes_its_table_and_json(tmp_path, capsys):
     assert [r["name"] for r in rows] == [c.name for c in CASES]
     assert all(0 <= r["dice_unpainted"] <= 1 and r["steps"] >= 1 for r in rows)
     assert all("object_f1" in r for r in rows if r["objects"])
+
+
+@pytest.mark.slow  # starts two local dask clusters of worker processes: about 30 s on 2 cores
+def test_quick_scale_benchmark_writes_its_table_and_json(tmp_path, capsys):
+    pytest.importorskip("distributed")
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.scale import main
+    finally:
+        sys.path.remove(str(ROOT))
+    assert main(["--quick", "--out", str(tmp_path), "--work-dir", str(tmp_path)]) == 0
+    assert "| 2 worker(s) |" in capsys.readouterr().out
+    results = json.loads((tmp_path / "scale-quick.json").read_text())
+    batch = results["batch"]
+    assert batch["in_process"]["images_per_s"] > 0
+    for n in (1, 2):
+        row = batch[f"workers_{n}"]
+        assert row["images_per_s"] > 0 and sum(row["files_per_worker"]) == batch["files"]
+        assert len(row["peak_rss_per_worker_mib"]) == n
+    large = results["large"]
+    assert large["size"] == 300 and large["peak_above_model_mib"] < 1024 and large["under_1_gib"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("unetseg-scale-")] == []

@@ -1,6 +1,7 @@
 """The command line: headless demo, train, segment, info."""
 
 import numpy as np
+import pytest
 
 from napari_unetseg.__main__ import main, run_headless_demo
 from napari_unetseg.core.synthetic import nuclei_scene
@@ -36,7 +37,7 @@ def test_train_segment_info_round_trip(tmp_path, capsys):
     )
     assert model.exists()
     assert main(["segment", str(model), str(tmp_path / "image.npy")]) == 0
-    out_file = tmp_path / "image_labels.tif"
+    out_file = tmp_path / "image_unetseg.tif"
     assert out_file.exists()
     import tifffile
 
@@ -54,3 +55,172 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
     bad.write_bytes(b"not a model")
     assert main(["info", str(bad)]) == 1
     assert "broken.pth" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- segment
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """A model, an image, the user's painting of it and a damaged TIFF, as in the README."""
+    import tifffile
+
+    from napari_unetseg.core import Segmenter
+
+    Segmenter.create(device="cpu", seed=0).save(tmp_path / "nuclei.safetensors")
+    tifffile.imwrite(tmp_path / "a.tif", nuclei_scene((64, 64), seed=1).image)
+    tifffile.imwrite(tmp_path / "a_labels.tif", nuclei_scene((64, 64), seed=1).painted)
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00 not a TIFF")
+    return tmp_path
+
+
+def _no_traceback(err: str) -> None:
+    assert "Traceback" not in err
+
+
+def test_segment_never_touches_paint_and_goes_past_a_bad_file(folder, capsys):
+    import tifffile
+
+    paint = (folder / "a_labels.tif").read_bytes()
+    names = [str(folder / n) for n in ("a.tif", "a_labels.tif", "broken.tif")]  # what *.tif gives
+    assert main(["segment", str(folder / "nuclei.safetensors"), *names]) == 1  # one failed
+    captured = capsys.readouterr()
+    _no_traceback(captured.err)
+    assert (folder / "a_labels.tif").read_bytes() == paint
+    assert tifffile.imread(folder / "a_unetseg.tif").shape == (64, 64)
+    assert f"FAILED {folder / 'broken.tif'}: not a readable TIFF file" in captured.err
+    assert "left out" in captured.out and "a_labels.tif" in captured.out
+    assert "1 segmented, 0 already done, 1 failed, 1 left out." in captured.out
+    assert not (folder / "a_labels_unetseg.tif").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["missing.tif"], "missing.tif: no such file or folder."),
+        (["nothing/*.tif"], "nothing/*.tif: no file matches this pattern."),
+        (["notes.txt"], "notes.txt: not a supported image file"),
+        (["a.tif", "--output-dir", "notes.txt"], "the output folder is a file"),
+        (["x/a.npy", "y/a.npy", "--output-dir", "out"], "would get results of the same name"),
+        (["a.tif", "--workers", "0"], "--workers must be at least 1"),
+    ],
+)
+def test_segment_failures_are_one_line(folder, capsys, monkeypatch, arguments, message):
+    monkeypatch.chdir(folder)
+    (folder / "notes.txt").write_text("not an image")
+    for sub in ("x", "y"):
+        (folder / sub).mkdir()
+        np.save(folder / sub / "a.npy", np.zeros((32, 32), np.uint8))
+    assert main(["segment", "nuclei.safetensors", *arguments]) == 1
+    err = capsys.readouterr().err
+    _no_traceback(err)
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (folder / "a_unetseg.tif").exists() and not (folder / "out").exists()
+
+
+def test_a_missing_weights_file_is_one_line(folder, capsys):
+    assert main(["segment", str(folder / "none.safetensors"), str(folder / "a.tif")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "none.safetensors" in err
+
+
+def test_every_segment_option_shows_its_default():
+    from napari_unetseg.__main__ import build_parser
+
+    parser = build_parser()
+    segment = next(a for a in parser._subparsers._group_actions if a.dest == "command").choices[
+        "segment"
+    ]
+    options = [a for a in segment._actions if a.option_strings and a.dest != "help"]
+    assert {a.dest for a in options} >= {"output_dir", "format", "workers", "scheduler"}
+    for action in options:
+        assert action.help and "default" in action.help, action.dest
+
+
+@pytest.mark.parametrize("output_format", ["npy", "zarr"])
+def test_segment_writes_npy_and_zarr(folder, output_format):
+    import zarr
+
+    from napari_unetseg.core import Segmenter
+    from napari_unetseg.core.batch import read_image
+
+    out = folder / "out"
+    arguments = [str(folder / "nuclei.safetensors"), str(folder / "a.tif"), "--output-dir"]
+    assert main(["segment", *arguments, str(out), "--format", output_format]) == 0
+    written = out / f"a_unetseg.{output_format}"
+    labels = np.load(written) if output_format == "npy" else zarr.open_array(str(written))[:]
+    expected = Segmenter.load(folder / "nuclei.safetensors").segment(read_image(folder / "a.tif"))
+    assert np.array_equal(labels, expected)
+
+
+def test_segment_on_a_running_scheduler(folder, capsys):
+    distributed = pytest.importorskip("distributed")
+    import tifffile
+
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        arguments = [str(folder / "nuclei.safetensors"), str(folder / "a.tif")]
+        out = ["--output-dir", str(folder / "out"), "--scheduler", cluster.scheduler_address]
+        assert main(["segment", *arguments, *out]) == 0
+    assert tifffile.imread(folder / "out" / "a_unetseg.tif").shape == (64, 64)
+    assert "1 segmented" in capsys.readouterr().out
+
+
+def test_workers_and_scheduler_exclude_each_other(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["segment", "m", "a.tif", "--workers", "2", "--scheduler", "tcp://x:1"])
+    assert stopped.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_split_rows_segments_one_zarr_image_and_refuses_objects(folder, capsys):
+    import zarr
+
+    from napari_unetseg.core import Segmenter
+
+    image = nuclei_scene((100, 90), seed=2).image
+    zarr.open_array(str(folder / "big.zarr"), mode="w", shape=image.shape, dtype=image.dtype)[:] = (
+        image
+    )
+    model = str(folder / "nuclei.safetensors")
+    split = ["--split-rows", "40", "--tile-size", "48", "--output-dir", str(folder / "out")]
+    assert main(["segment", model, str(folder / "big.zarr"), *split]) == 0
+    labels = zarr.open_array(str(folder / "out" / "big_unetseg.zarr"))[:]
+    expected = Segmenter.load(model).segment(
+        zarr.open_array(str(folder / "big.zarr")), tile_size=48
+    )
+    assert np.array_equal(labels, expected)
+    assert main(["segment", model, str(folder / "big.zarr"), *split]) == 0  # exists: skipped
+    assert "exists" in capsys.readouterr().out
+
+    Segmenter.create(task="objects").save(folder / "objects.safetensors")
+    objects = str(folder / "objects.safetensors")
+    assert main(["segment", objects, str(folder / "big.zarr"), *split, "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "object model cannot split" in err
+    assert main(["segment", model, str(folder / "big.zarr"), str(folder / "a.tif"), *split]) == 1
+    assert "segments one image" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # starts two local clusters of worker processes
+def test_workers_run_the_batch_and_a_split_image_in_worker_processes(folder):
+    pytest.importorskip("distributed")
+    import tifffile
+    import zarr
+
+    from napari_unetseg.core import Segmenter
+
+    model = str(folder / "nuclei.safetensors")
+    out = ["--output-dir", str(folder / "out"), "--workers", "2", "--tile-size", "48"]
+    assert main(["segment", model, str(folder / "a.tif"), *out]) == 0
+    expected = Segmenter.load(model).segment(tifffile.imread(folder / "a.tif"), tile_size=48)
+    assert np.array_equal(tifffile.imread(folder / "out" / "a_unetseg.tif"), expected)
+
+    image = nuclei_scene((100, 90), seed=2).image
+    zarr.open_array(str(folder / "big.zarr"), mode="w", shape=image.shape, dtype=image.dtype)[:] = (
+        image
+    )
+    assert main(["segment", model, str(folder / "big.zarr"), *out, "--split-rows", "30"]) == 0
+    labels = zarr.open_array(str(folder / "out" / "big_unetseg.zarr"))[:]
+    assert np.array_equal(labels, Segmenter.load(model).segment(image, tile_size=48))

@@ -61,24 +61,6 @@ def _read_image(path: str):  # type: ignore[no-untyped-def]
     return tifffile.imread(path)
 
 
-def _write_labels(path: str, labels) -> None:  # type: ignore[no-untyped-def]
-    import numpy as np
-
-    from napari_unetseg.core.weights import atomic_write
-
-    if path.endswith(".npy"):
-
-        def write_npy(tmp: Path) -> None:
-            with open(tmp, "wb") as handle:  # a handle, so numpy does not append ".npy"
-                np.save(handle, labels, allow_pickle=False)
-
-        atomic_write(Path(path), write_npy)
-    else:
-        import tifffile
-
-        atomic_write(Path(path), lambda tmp: tifffile.imwrite(tmp, labels, compression="zlib"))
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.headless:
         run_headless_demo(args.seconds, objects=args.objects)
@@ -126,35 +108,145 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch_client(args: argparse.Namespace) -> Any:
+    """A dask.distributed client for --workers or --scheduler, else None (this process)."""
+    if args.workers is None and args.scheduler is None:
+        return None
+    from napari_unetseg.core.errors import InputError
+
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise InputError(
+            "--workers and --scheduler need dask.distributed: "
+            "pip install 'napari-unetseg[distributed]'."
+        ) from None
+    if args.scheduler is not None:
+        try:
+            return Client(args.scheduler, timeout="20s")
+        except (OSError, TimeoutError) as error:
+            raise InputError(
+                f"cannot reach the dask scheduler at {args.scheduler}: {error}"
+            ) from None
+    if args.workers < 1:
+        raise InputError(f"--workers must be at least 1, not {args.workers}.")
+    if args.threads is None:
+        import os
+
+        args.threads = max(1, (os.cpu_count() or 1) // args.workers)
+    cluster = LocalCluster(
+        n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    return Client(cluster)
+
+
+def _close(client: Any) -> None:
+    if client is not None:
+        cluster = getattr(client, "cluster", None)
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _segment_split(args: argparse.Namespace) -> int:
+    """One large image in strips of rows over the workers (--split-rows)."""
+    from tqdm.auto import tqdm
+
+    from napari_unetseg.core.batch import describe_failure, plan_batch, segment_large_image
+    from napari_unetseg.core.errors import InputError, UnetSegError
+
+    plan = plan_batch(args.images, args.output_dir, "zarr")
+    if len(plan.jobs) != 1:
+        raise InputError(
+            f"--split-rows segments one image; {len(plan.jobs)} were given. "
+            "Leave it out to segment many files."
+        )
+    job = plan.jobs[0]
+    if job.output.exists() and not args.overwrite:
+        print(f"skip {job.input}: {job.output} exists (use --overwrite)")
+        return 0
+    client = _batch_client(args)
+    try:
+        with tqdm(unit="strip", desc=job.input.name, leave=False) as bar:
+
+            def show(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            segment_large_image(
+                args.weights,
+                job.input,
+                job.output,
+                client,
+                strip_rows=args.split_rows,
+                axes=args.axes,
+                tile_size=args.tile_size,
+                device=args.device,
+                overwrite=args.overwrite,
+                threads_per_worker=args.threads,
+                on_progress=show,
+            )
+    except UnetSegError:
+        raise
+    except Exception as error:  # a worker's failure: one line, like every other error
+        raise InputError(f"{job.input}: {describe_failure(error)}") from None
+    finally:
+        _close(client)
+    print(f"{job.input} -> {job.output}")
+    return 0
+
+
 def _cmd_segment(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from napari_unetseg.core import Segmenter
-    from napari_unetseg.core.predict import PredictProgress, run_to_end
+    from napari_unetseg.core.batch import FileResult, plan_batch, segment_files
 
-    segmenter = Segmenter.load(args.weights, device=args.device)
-    for path in args.images:
-        out = Path(args.output_dir or Path(path).parent) / (Path(path).stem + "_labels.tif")
-        if out.exists() and not args.overwrite:
-            print(f"skip {path}: {out} exists (use --overwrite)", file=sys.stderr)
-            continue
-        image = _read_image(path)
-        tiling = {} if args.tile_size is None else {"tile_size": args.tile_size}
-        events = segmenter.predict_iter(image, axes=args.axes, probabilities=False, **tiling)
-        with tqdm(
-            total=1.0,
-            desc=Path(path).name,
-            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}",
-        ) as bar:
+    if args.split_rows is not None:
+        return _segment_split(args)
+    plan_batch(args.images, args.output_dir, args.format)  # input problems, before any start-up
+    client = _batch_client(args)
+    counts = {"done": 0, "skipped": 0, "failed": 0, "ignored": 0}
+    bars: list[Any] = []  # made at the first result, so that early errors print alone
 
-            def show(progress: PredictProgress, bar: Any = bar) -> None:
-                bar.n = progress.fraction
-                bar.refresh()
+    def show(result: FileResult, finished: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, unit="file", desc="segment", leave=False))
+        bar = bars[0]
+        bar.update(finished - bar.n)
+        if result.status == "done":
+            bar.write(f"{result.input} -> {result.output} ({result.seconds:.1f} s)")
+        elif result.status == "skipped":
+            bar.write(f"skip {result.input}: {result.output} exists (use --overwrite)")
+        else:
+            bar.write(f"FAILED {result.input}: {result.message}", file=sys.stderr)
 
-            labels = run_to_end(events, show).labels
-        _write_labels(str(out), labels)
-        print(f"{path} -> {out} ({labels.dtype}, max label {labels.max()})")
-    return 0
+    try:
+        results = segment_files(
+            args.weights,
+            args.images,
+            args.output_dir,
+            client,
+            output_format=args.format,
+            overwrite=args.overwrite,
+            axes=args.axes,
+            tile_size=args.tile_size,
+            device=args.device,
+            threads_per_worker=args.threads,
+            on_result=show,
+        )
+    finally:
+        for bar in bars:
+            bar.close()
+        _close(client)
+    for result in results:
+        counts[result.status] += 1
+        if result.status == "ignored":
+            print(f"left out {result.input}: {result.message}")
+    print(
+        f"{counts['done']} segmented, {counts['skipped']} already done, "
+        f"{counts['failed']} failed, {counts['ignored']} left out."
+    )
+    return 1 if counts["failed"] else 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -194,17 +286,78 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_cmd_train)
 
     segment = sub.add_parser(
-        "segment", help="segment image files (TIFF or .npy) with a weights file"
+        "segment",
+        help="segment image files (TIFF, .npy, .zarr) with a weights file",
+        description="Segment image files with a weights file, here or on a dask cluster. "
+        "Each result is named <image name>_unetseg.<format>; label files (*_labels.*, "
+        "*_mask.*) and earlier results are never taken as images, existing results are "
+        "skipped (a rerun resumes), and a file that fails is reported while the rest go on.",
     )
-    segment.add_argument("weights")
-    segment.add_argument("images", nargs="+")
-    segment.add_argument("--output-dir", default=None)
-    segment.add_argument("--axes", default=None)
+    segment.add_argument("weights", help="weights file (.safetensors, .pth, ...)")
     segment.add_argument(
-        "--tile-size", type=int, default=None, help="tile side in px (default: PredictConfig's)"
+        "images",
+        nargs="+",
+        help="image files, folders (all their images) or quoted glob patterns ('plate/*.tif')",
     )
-    segment.add_argument("--device", default="auto")
-    segment.add_argument("--overwrite", action="store_true")
+    segment.add_argument(
+        "--output-dir",
+        default=None,
+        help="folder for the results, created if missing (default: beside each image)",
+    )
+    segment.add_argument(
+        "--format",
+        default="tif",
+        choices=["tif", "npy", "zarr"],
+        help="file format of the results; zarr is written tile row by tile row (default: tif)",
+    )
+    where = segment.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="start N local worker processes with dask.distributed (default: none, one "
+        "file after the other in this process)",
+    )
+    where.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="use a running dask scheduler, e.g. tcp://10.0.0.5:8786 (default: none)",
+    )
+    segment.add_argument(
+        "--split-rows",
+        type=int,
+        default=None,
+        metavar="ROWS",
+        help="segment ONE large image (zarr) in strips of ROWS rows spread over the workers, "
+        "into <name>_unetseg.zarr; class models only (default: off, one file per task)",
+    )
+    segment.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="T",
+        help="torch threads in each worker (default: the cores divided among --workers; "
+        "with --scheduler, as the workers were started)",
+    )
+    segment.add_argument(
+        "--axes", default=None, help="axes of the images, e.g. YX, CYX, ZYX (default: guessed)"
+    )
+    segment.add_argument(
+        "--tile-size",
+        type=int,
+        default=None,
+        help="tile side in px (default: PredictConfig's, 576)",
+    )
+    segment.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:1, mps or auto (default: auto)"
+    )
+    segment.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace results that exist (default: skip them)",
+    )
     segment.set_defaults(run=_cmd_segment)
 
     info = sub.add_parser("info", help="describe a weights file")
@@ -222,6 +375,13 @@ def main(argv: list[str] | None = None) -> int:
     except UnetSegError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # a file that cannot be read or written: one line, no traceback
+        where = f": {error.filename}" if error.filename else ""
+        print(f"error: {error.strerror or error}{where}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

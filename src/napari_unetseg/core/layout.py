@@ -63,15 +63,43 @@ class ImageLayout:
 
     def read_plane(self, image: Any, stack_index: tuple[int, ...]) -> np.ndarray:
         """One plane as a (C, Y, X) numpy array; works for numpy, dask and zarr arrays."""
+        return self.plane_view(image, stack_index).read(slice(None), slice(None))
+
+    def plane_view(self, image: Any, stack_index: tuple[int, ...]) -> PlaneView:
+        """One plane as (C, Y, X) that reads from ``image`` only the rows and columns asked for."""
+        return PlaneView(image, self, stack_index)
+
+
+class PlaneView:
+    """A (C, Y, X) window on one plane of an image of any layout; nothing is read until asked.
+
+    ``view.read(rows, columns)`` reads just that part of the plane from a numpy, dask or
+    zarr array (or anything indexable with slices) and returns it as numpy (C, rows, columns).
+    """
+
+    def __init__(self, image: Any, layout: ImageLayout, stack_index: tuple[int, ...]) -> None:
+        self.image = image
+        self.shape = (layout.n_channels, *layout.plane_shape)
+        self.dtype = np.dtype(getattr(image, "dtype", np.float32))
+        self._axes = layout.axes
+        self._stack_index = stack_index
+        kept = [a for a in layout.axes if a in "CYX"]
+        self._order = None if "C" not in kept else [kept.index(a) for a in "CYX"]
+
+    def read(self, rows: slice, columns: slice) -> np.ndarray:
         index: list[Any] = []
-        stack = iter(stack_index)
-        for letter in self.axes:
-            index.append(slice(None) if letter in "CYX" else next(stack))
-        plane = np.asarray(image[tuple(index)])
-        kept = [a for a in self.axes if a in "CYX"]
-        if "C" not in kept:
-            return plane[np.newaxis]
-        return np.transpose(plane, [kept.index(a) for a in "CYX"])
+        stack = iter(self._stack_index)
+        for letter in self._axes:
+            if letter == "Y":
+                index.append(rows)
+            elif letter == "X":
+                index.append(columns)
+            else:
+                index.append(slice(None) if letter == "C" else next(stack))
+        part = np.asarray(self.image[tuple(index)])
+        if self._order is None:
+            return part[np.newaxis]
+        return np.transpose(part, self._order)
 
 
 def _check_named_axes(axes: str, shape: tuple[int, ...], in_channels: int) -> str:

@@ -3,7 +3,11 @@
 Memory is bounded by the tiles in flight plus one band of tile rows, not by the image:
 planes of a stack are read one at a time, tiles are normalised as they are cut, and
 finished rows of probabilities are handed on (written to the result, or turned into
-labels) as soon as no later tile touches them.
+labels) as soon as no later tile touches them. A lazy image (dask, zarr, anything with
+``__getitem__``) whose planes are larger than :data:`LAZY_PLANE_BYTES` is read one tile
+row at a time instead of a plane at a time, and the result can be written into an array
+the caller gives (a zarr array on disk), so neither the image nor the result need fit in
+memory. A numpy image is cut in place, as before: the lazy path adds nothing to it.
 
 Speed on CPU comes from an inference copy of the network (:func:`inference_network`):
 batch norm folded into the convolutions and each convolution fused with its ReLU in one
@@ -33,7 +37,7 @@ from torch import nn
 from .allocator import in_a_job
 from .config import ModelConfig, PredictConfig
 from .errors import InputError
-from .layout import ImageLayout
+from .layout import ImageLayout, PlaneView
 from .model import Up, pad_to_match
 from .normalization import Normalizer, check_finite, fit_normalizer
 from .objects import objects_from_probabilities
@@ -472,7 +476,13 @@ class _RowBlender:
     """Adds weighted tiles into a band of rows and hands rows on once no tile can touch them."""
 
     def __init__(
-        self, tiling: PlaneTiling, n_outputs: int, height: int, width: int, emit: RowSink
+        self,
+        tiling: PlaneTiling,
+        n_outputs: int,
+        height: int,
+        width: int,
+        emit: RowSink,
+        top: int = 0,
     ) -> None:
         self.tiling, self.height, self.width, self.emit = tiling, height, width, emit
         self.wy = [
@@ -482,7 +492,7 @@ class _RowBlender:
             torch.from_numpy(tiling.x.normalized_weights(j)) for j in range(len(tiling.x.starts))
         ]
         self.band = torch.zeros((n_outputs, 0, tiling.x.padded), dtype=torch.float32)
-        self.top = 0  # first row of the plane held in the band
+        self.top = top  # first row of the plane held in the band
 
     def add(self, i: int, j: int, probs: torch.Tensor) -> None:
         y0, x0 = self.tiling.y.starts[i] - self.top, self.tiling.x.starts[j]
@@ -536,9 +546,49 @@ def _to_host(probs: torch.Tensor) -> tuple[torch.Tensor, Any]:
     return host, event
 
 
+#: A lazy (not numpy) image whose planes hold more than this many bytes is read one tile
+#: row at a time; a smaller plane is read whole, in one call, which costs a dask array with
+#: one chunk per plane (a common lazy stack) a single read instead of one per tile row.
+LAZY_PLANE_BYTES = 64 << 20
+
+
+class _TileRowReader:
+    """Cuts tiles from a lazy plane, reading one tile row (every column) at a time.
+
+    At most the tile rows of one batch are held: a batch spans at most two rows of tiles.
+    """
+
+    def __init__(self, plane: PlaneView, tiling: PlaneTiling, where: str) -> None:
+        self.plane, self.tiling, self.where = plane, tiling, where
+        self.rows: dict[int, np.ndarray] = {}
+
+    def tile(self, i: int, j: int) -> np.ndarray:
+        band = self.rows.get(i)
+        if band is None:
+            for finished in [k for k in self.rows if k < i]:
+                del self.rows[finished]
+            y0 = self.tiling.y.starts[i]
+            band = self.plane.read(slice(y0, y0 + self.tiling.y.tile), slice(None))
+            check_finite(band, self.where)
+            self.rows[i] = band
+        x0 = self.tiling.x.starts[j]
+        return band[:, :, x0 : x0 + self.tiling.x.tile]
+
+
+def _rows_only(emit: RowSink, first: int, end: int) -> RowSink:
+    """``emit`` for rows ``first`` to ``end`` only."""
+
+    def clipped(y0: int, y1: int, values: torch.Tensor) -> None:
+        a, b = max(y0, first), min(y1, end)
+        if b > a:
+            emit(a, b, values[:, a - y0 : b - y0])
+
+    return clipped
+
+
 def predict_plane_iter(
     network: nn.Module,
-    plane: np.ndarray,
+    plane: np.ndarray | PlaneView,
     normalizer: Normalizer,
     n_outputs: int,
     config: PredictConfig,
@@ -546,35 +596,65 @@ def predict_plane_iter(
     device: torch.device,
     dtype: torch.dtype,
     emit: RowSink,
+    where: str = "the image",
+    rows: tuple[int, int] | None = None,
 ) -> Generator[int, None, None]:
     """Predict one raw (C, Y, X) plane, handing finished rows to ``emit``; yields tiles done.
 
     Tiles are normalised as they are cut, so no float copy of the whole plane is made
-    (except for a plane smaller than one tile, which is padded by reflection).
+    (except for a plane smaller than one tile, which is padded by reflection). A
+    :class:`PlaneView` is read one tile row at a time, each row checked for NaN (named
+    by ``where``); a numpy plane is cut in place and is checked by the caller.
+
+    ``rows=(first, end)`` computes only those rows of the plane, with exactly the values
+    the whole plane's prediction gives them: the same tiles, in the same batches (a batch
+    that reaches into the rows is run whole), blended in the same order. Workers that
+    share a plane's rows between them together give the single-process result.
     """
     channels, height, width = plane.shape
     tiling = plan_tiles((height, width), config, multiple)
     pad_y, pad_x = tiling.y.padded - height, tiling.x.padded - width
+    if isinstance(plane, PlaneView) and (pad_y or pad_x):
+        plane = plane.read(slice(None), slice(None))  # smaller than a tile on one side
+        check_finite(plane, where)
     if pad_y or pad_x:
+        assert isinstance(plane, np.ndarray)
         plane = np.pad(normalizer(plane), ((0, 0), (0, pad_y), (0, pad_x)), mode="reflect")
         normalize: Callable[[np.ndarray], np.ndarray] = np.asarray
     else:
         normalize = normalizer
     ty, tx = tiling.y.tile, tiling.x.tile
+    cut: Callable[[int, int], np.ndarray]
+    if isinstance(plane, PlaneView):
+        cut = _TileRowReader(plane, tiling, where).tile
+    else:
+        source = plane
+
+        def cut(i: int, j: int) -> np.ndarray:
+            y0, x0 = tiling.y.starts[i], tiling.x.starts[j]
+            return source[:, y0 : y0 + ty, x0 : x0 + tx]
+
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     use_autocast = dtype != torch.float32
     cuda = device.type == "cuda"
-    blender = _RowBlender(tiling, n_outputs, height, width, emit)
     positions = list(tiling.tiles())
     per_forward = tiles_per_forward(config.batch_size, ty * tx, device, dtype)
     batches = [positions[k : k + per_forward] for k in range(0, len(positions), per_forward)]
+    wanted: set[int] | None = None  # tile rows to blend; None: all
+    top = 0
+    if rows is not None:
+        first, end = rows
+        wanted = {i for i, y0 in enumerate(tiling.y.starts) if y0 < end and y0 + ty > first}
+        batches = [batch for batch in batches if any(i in wanted for i, _ in batch)]
+        top = tiling.y.starts[min(wanted)]
+        emit = _rows_only(emit, first, end)
+    blender = _RowBlender(tiling, n_outputs, height, width, emit, top)
 
     def launch(batch: list[tuple[int, int]]) -> tuple[torch.Tensor, Any]:
         inputs = torch.empty((len(batch), channels, ty, tx), dtype=torch.float32, pin_memory=cuda)
         staging = inputs.numpy()
         for k, (i, j) in enumerate(batch):
-            y0, x0 = tiling.y.starts[i], tiling.x.starts[j]
-            staging[k] = normalize(plane[:, y0 : y0 + ty, x0 : x0 + tx])
+            staging[k] = normalize(cut(i, j))
         on_device = inputs.to(device, non_blocking=cuda).contiguous(memory_format=memory_format)
         with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=use_autocast):
             logits = network(on_device)
@@ -584,7 +664,8 @@ def predict_plane_iter(
         if event is not None:
             event.synchronize()
         for k, (i, j) in enumerate(batch):
-            blender.add(i, j, probs[k])
+            if wanted is None or i in wanted:
+                blender.add(i, j, probs[k])
         following = positions.index(batch[-1]) + 1
         if following < len(positions):
             blender.finish_rows_before(tiling.y.starts[positions[following][0]])
@@ -629,10 +710,41 @@ def classes_from_probabilities(probs: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Prediction:
-    """What :func:`predict_iter` returns; either part may be None when it was not asked for."""
+    """What :func:`predict_iter` returns; either part may be None when it was not asked for.
 
-    probabilities: np.ndarray | None
-    labels: np.ndarray | None
+    Each part is a numpy array, or the array the caller gave to be filled (e.g. zarr).
+    """
+
+    probabilities: np.ndarray | Any | None
+    labels: np.ndarray | Any | None
+
+
+def _is_lazy(image: Any, layout: ImageLayout) -> bool:
+    """Read by tile rows: not numpy, and a plane larger than :data:`LAZY_PLANE_BYTES`."""
+    if isinstance(image, np.ndarray):
+        return False
+    itemsize = np.dtype(getattr(image, "dtype", np.float32)).itemsize
+    plane_bytes = layout.n_channels * layout.plane_shape[0] * layout.plane_shape[1] * itemsize
+    return plane_bytes > LAZY_PLANE_BYTES
+
+
+def check_out(out: Any, image: Any, shape: tuple[int, ...], kinds: str, what: str) -> None:
+    """Check that ``out`` can take a result of ``shape`` whose dtype kind is one of ``kinds``."""
+    got = tuple(int(n) for n in getattr(out, "shape", ()))
+    if got != shape:
+        raise InputError(
+            f"out= for the {what} must have shape {shape}; the array given has shape {got or None}."
+        )
+    dtype = np.dtype(getattr(out, "dtype", np.float32))
+    if dtype.kind not in kinds:
+        wanted = "a float" if kinds == "f" else "an integer"
+        raise InputError(f"out= for the {what} must have {wanted} dtype, not {dtype}.")
+    if out is image or (
+        isinstance(out, np.ndarray)
+        and isinstance(image, np.ndarray)
+        and np.may_share_memory(out, image)
+    ):
+        raise InputError(f"out= for the {what} is the image itself; give a separate array.")
 
 
 @in_a_job
@@ -647,11 +759,22 @@ def predict_iter(
     want_probabilities: bool = True,
     want_labels: bool = True,
     planes: list[tuple[int, ...]] | None = None,
+    out_probabilities: Any = None,
+    out_labels: Any = None,
+    normalizer: Normalizer | None = None,
+    rows: tuple[int, int] | None = None,
 ) -> Generator[PredictProgress, None, Prediction]:
     """Predict every plane (or the given stack indices); yields progress, returns the result.
 
     Probabilities have shape (n_outputs, *stack, Y, X); labels have the image's shape
     without channels. Object models return instance ids, unique across the whole stack.
+    ``out_probabilities`` and ``out_labels`` are arrays (numpy, zarr, ...) of those shapes
+    to fill, tile row by tile row, instead of new numpy arrays; they are what is returned.
+    An object model still holds one plane's probabilities in memory for the watershed.
+
+    ``normalizer``: statistics fitted beforehand (by default, on this image). ``rows``:
+    compute only these rows of each plane (see :func:`predict_plane_iter`), for a class
+    model writing into ``out_labels`` / ``out_probabilities``; other rows are not written.
     """
     if min(layout.plane_shape) < model_config.min_size:
         raise InputError(
@@ -661,27 +784,52 @@ def predict_iter(
     indices = list(layout.plane_indices()) if planes is None else planes
     n_outputs = model_config.n_classes
     objects = model_config.task == "objects"
-    normalizer = fit_normalizer(image, layout, model_config.normalization)
+    if rows is not None and (objects or (out_labels is None and out_probabilities is None)):
+        raise InputError(
+            "rows= computes part of each plane: it needs a class model and an out= array."
+        )
+    if rows is not None and not 0 <= rows[0] < rows[1] <= layout.plane_shape[0]:
+        raise InputError(f"rows={rows} is not a range of the plane's {layout.plane_shape[0]} rows.")
+    if normalizer is None:
+        normalizer = fit_normalizer(image, layout, model_config.normalization)
     tiling = plan_tiles(layout.plane_shape, config, model_config.min_size)
     total_tiles = tiling.n_tiles * len(indices)
-    probs_out = (
-        np.zeros((n_outputs, *layout.output_shape), np.float32) if want_probabilities else None
-    )
-    labels_out: np.ndarray | None = None
+    probs_out: Any = None
+    if out_probabilities is not None and want_probabilities:
+        check_out(out_probabilities, image, (n_outputs, *layout.output_shape), "f", "probabilities")
+        probs_out = out_probabilities
+    elif want_probabilities:
+        probs_out = np.zeros((n_outputs, *layout.output_shape), np.float32)
+    labels_out: Any = None
     label_dtype = (
         np.dtype(np.uint32)
         if objects
         else classes_from_probabilities(np.zeros((n_outputs, 1, 1), np.float32)).dtype
     )
-    if want_labels:
+    if out_labels is not None and want_labels:
+        check_out(out_labels, image, layout.output_shape, "ui", "labels")
+        if not objects and np.iinfo(out_labels.dtype).max < n_outputs - 1:
+            raise InputError(
+                f"out= for the labels has dtype {out_labels.dtype}, too small for "
+                f"{n_outputs} classes; use {label_dtype}."
+            )
+        labels_out = out_labels
+    elif want_labels:
         labels_out = np.zeros(layout.output_shape, label_dtype)
+    given_labels = out_labels is not None and labels_out is out_labels
+    lazy = _is_lazy(image, layout)
     next_id = 0
     done_before = 0
     network = cached_inference_network(model, device, dtype, config.channels_last)
     with eval_mode(model, network):
         for number, index in enumerate(indices):
-            raw = layout.read_plane(image, index)
-            check_finite(raw, f"plane {index}" if index else "the image")
+            where = f"plane {index}" if index else "the image"
+            raw: np.ndarray | PlaneView
+            if lazy:
+                raw = layout.plane_view(image, index)
+            else:
+                raw = layout.read_plane(image, index)
+                check_finite(raw, where)
             # Object models need the whole plane's probabilities for the watershed.
             plane_probs = (
                 np.zeros((n_outputs, *layout.plane_shape), np.float32)
@@ -698,11 +846,12 @@ def predict_iter(
             ) -> None:
                 values = rows.numpy()
                 if probs_out is not None:
-                    probs_out[(slice(None), *index, slice(y0, y1))] = values
+                    probs_out[(slice(None), *index, slice(y0, y1), slice(None))] = values
                 if plane_probs is not None:
                     plane_probs[:, y0:y1] = values
                 if labels_out is not None and not objects:
-                    labels_out[(*index, slice(y0, y1))] = classes_from_probabilities(values)
+                    classes = classes_from_probabilities(values)
+                    labels_out[(*index, slice(y0, y1), slice(None))] = classes
 
             for done in predict_plane_iter(
                 network,
@@ -714,6 +863,8 @@ def predict_iter(
                 device,
                 dtype,
                 emit,
+                where,
+                rows,
             ):
                 yield PredictProgress(done_before + done, total_tiles, number, len(indices))
             done_before += tiling.n_tiles
@@ -721,12 +872,16 @@ def predict_iter(
                 source = plane_probs
                 if source is None:
                     assert probs_out is not None
-                    where: tuple[Any, ...] = (slice(None), *index)
-                    source = probs_out[where]
+                    source = np.asarray(probs_out[(slice(None), *index)])
                 ids = objects_from_probabilities(source, config.min_object_size)
-                labels_out[index] = np.where(ids > 0, ids + next_id, 0)
+                if given_labels and next_id + int(ids.max()) > np.iinfo(labels_out.dtype).max:
+                    raise InputError(
+                        f"out= for the labels has dtype {labels_out.dtype}, too small for "
+                        f"{next_id + int(ids.max())} objects; use uint32."
+                    )
+                labels_out[(*index, slice(None), slice(None))] = np.where(ids > 0, ids + next_id, 0)
                 next_id += int(ids.max())
-    if labels_out is not None and objects:
+    if labels_out is not None and objects and not given_labels:
         labels_out = labels_out.astype(smallest_uint_dtype(next_id), copy=False)
     return Prediction(probabilities=probs_out, labels=labels_out)
 

@@ -251,9 +251,15 @@ class Segmenter:
         probabilities: bool = True,
         labels: bool = True,
         planes: list[tuple[int, ...]] | None = None,
+        out_probabilities: Any = None,
+        out_labels: Any = None,
         **overrides: Any,
     ) -> Generator[PredictProgress, None, Prediction]:
-        """Predict with progress events; the generator's return value is a :class:`Prediction`."""
+        """Predict with progress events; the generator's return value is a :class:`Prediction`.
+
+        ``out_probabilities`` / ``out_labels``: arrays to fill instead of new ones (see
+        :meth:`segment`).
+        """
         config = self._predict_config(config, overrides)
         layout = resolve_layout(image, self.config.in_channels, axes)
         device = self.device if config.device == "auto" else select_device(config.device)
@@ -271,6 +277,8 @@ class Segmenter:
             want_probabilities=probabilities,
             want_labels=labels,
             planes=planes,
+            out_probabilities=out_probabilities,
+            out_labels=out_labels,
         )
 
     def predict_proba(
@@ -279,11 +287,18 @@ class Segmenter:
         *,
         axes: str | None = None,
         config: PredictConfig | None = None,
+        out: Any = None,
         **overrides: Any,
-    ) -> np.ndarray:
-        """Class probabilities, float32 of shape (n_classes, *spatial shape of image)."""
+    ) -> np.ndarray | Any:
+        """Class probabilities, float32 of shape (n_classes, *spatial shape of image).
+
+        ``out``: a float array of that shape (numpy, or zarr for an image larger than
+        memory) filled tile row by tile row and returned, instead of a new numpy array.
+        """
         result = run_to_end(
-            self.predict_iter(image, axes=axes, config=config, labels=False, **overrides)
+            self.predict_iter(
+                image, axes=axes, config=config, labels=False, out_probabilities=out, **overrides
+            )
         )
         assert result.probabilities is not None
         return result.probabilities
@@ -294,15 +309,31 @@ class Segmenter:
         *,
         axes: str | None = None,
         config: PredictConfig | None = None,
+        out: Any = None,
         **overrides: Any,
-    ) -> np.ndarray:
+    ) -> np.ndarray | Any:
         """Integer labels with the image's spatial shape; 0 is background.
 
         Class models give class indices; object models give one id per object, consecutive
         from 1 and unique across a stack. The dtype is the smallest that holds the values.
+
+        ``out``: an integer array of the image's spatial shape to fill and return instead
+        of a new numpy array, e.g. a zarr array on disk. With a lazy image (dask, zarr) as
+        well, an image larger than memory is segmented with memory for a band of tile rows.
+        An object model still needs one plane's probabilities in memory.
+
+        Examples
+        --------
+        >>> import zarr  # doctest: +SKIP
+        >>> image = zarr.open_array("slide.zarr", mode="r")  # doctest: +SKIP
+        >>> out = zarr.create_array("labels.zarr", shape=image.shape, chunks=(1024, 1024),
+        ...                         dtype="uint8")  # doctest: +SKIP
+        >>> seg.segment(image, out=out)  # doctest: +SKIP
         """
         result = run_to_end(
-            self.predict_iter(image, axes=axes, config=config, probabilities=False, **overrides)
+            self.predict_iter(
+                image, axes=axes, config=config, probabilities=False, out_labels=out, **overrides
+            )
         )
         assert result.labels is not None
         return result.labels
