@@ -8,7 +8,7 @@ from napari_unetseg.core.synthetic import nuclei_scene
 
 
 def test_headless_demo_trains_and_reports_dice(capsys):
-    result = run_headless_demo(seconds=2)
+    result = run_headless_demo(seconds=5)
     out = capsys.readouterr().out
     assert "Foreground Dice on the right half" in out and "Kromp" in out
     assert 0.0 <= result["dice_right_half"] <= 1.0 and result["steps"] >= 1
