@@ -96,3 +96,50 @@ def test_quick_scale_benchmark_writes_its_table_and_json(tmp_path, capsys):
     large = results["large"]
     assert large["size"] == 300 and large["peak_above_model_mib"] < 1024 and large["under_1_gib"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("unetseg-scale-")] == []
+
+
+def test_quick_real_image_benchmark_runs_every_contender(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.real import main
+    finally:
+        sys.path.remove(str(ROOT))
+    assert main(["--quick", "--out", str(tmp_path), "--figures", str(tmp_path / "figs")]) == 0
+    assert "| ours Dice | forest Dice | Otsu Dice |" in capsys.readouterr().out
+    result = json.loads((tmp_path / "real-quick.json").read_text())
+    classes, objects = result["rows"]
+    for row in (classes, objects):
+        assert set(row["dice"]) == {"ours", "forest", "otsu"}
+        assert all(0 <= v <= 1 for v in row["dice"].values())
+        assert row["ours"]["steps"] >= 1 and row["painted_percent_of_left_half"] > 0
+    assert set(objects["f1"]) == {"ours", "forest", "otsu"}
+    assert len(list((tmp_path / "figs").glob("*.png"))) == 2
+    assert "classes: mean Dice ours - forest" in result["summary"]
+
+
+def test_simulated_painting_stays_on_the_left_half_and_inside_its_class():
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.painting import paint_objects, paint_region, paint_strokes
+    finally:
+        sys.path.remove(str(ROOT))
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    instances = np.zeros((120, 160), np.int32)
+    for i, (y, x) in enumerate([(20, 20), (60, 30), (90, 60), (30, 110), (80, 130)], 1):
+        yy, xx = np.ogrid[:120, :160]
+        instances[(yy - y) ** 2 + (xx - x) ** 2 < 100] = i
+    strokes = paint_strokes(instances > 0, rng, instances=instances)
+    right = ~paint_region(strokes.shape)
+    assert not strokes[right].any()
+    assert (strokes == 2).any() and (strokes == 1).any()
+    assert np.all(instances[strokes == 2] > 0) and np.all(instances[strokes == 1] == 0)
+    assert 0.005 < (strokes > 0).mean() * 2 < 0.03
+    objects = paint_objects(instances, rng, n_objects=2)
+    assert not objects[right].any()
+    painted_ids = np.unique(instances[objects >= 2])
+    assert len(painted_ids) == 2 and np.all(painted_ids > 0)
+    for old in painted_ids:  # whole objects, each with one id
+        assert len(np.unique(objects[instances == old])) == 1
