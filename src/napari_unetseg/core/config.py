@@ -282,8 +282,9 @@ class PredictConfig:
     ``tile_size`` is rounded down to a multiple of the network's minimum size; tiles overlap by
     ``overlap`` pixels on each side (at most a quarter of the tile) and are blended with a
     smooth ramp, so no seams show.
-    ``precision="auto"`` uses bfloat16 on CPUs with native bfloat16 support and float16 on
-    CUDA, float32 elsewhere.
+    ``precision="auto"`` uses bfloat16 on CPUs with native bfloat16 support and bfloat16 or
+    float16 on CUDA, float32 elsewhere; the lower precision is kept only where it agrees
+    with float32 on the model's first tile (:mod:`napari_unetseg.core.precision`).
     """
 
     tile_size: int = 576

@@ -647,11 +647,15 @@ def predict_iter(
     want_probabilities: bool = True,
     want_labels: bool = True,
     planes: list[tuple[int, ...]] | None = None,
+    network: nn.Module | None = None,
 ) -> Generator[PredictProgress, None, Prediction]:
     """Predict every plane (or the given stack indices); yields progress, returns the result.
 
     Probabilities have shape (n_outputs, *stack, Y, X); labels have the image's shape
     without channels. Object models return instance ids, unique across the whole stack.
+    ``network`` is the inference copy to run (default: :func:`cached_inference_network`);
+    ``model`` itself is never switched to eval mode when a copy runs, so a prediction does
+    not disturb a training of the same model on another thread.
     """
     if min(layout.plane_shape) < model_config.min_size:
         raise InputError(
@@ -677,8 +681,9 @@ def predict_iter(
         labels_out = np.zeros(layout.output_shape, label_dtype)
     next_id = 0
     done_before = 0
-    network = cached_inference_network(model, device, dtype, config.channels_last)
-    with eval_mode(model, network):
+    if network is None:
+        network = cached_inference_network(model, device, dtype, config.channels_last)
+    with eval_mode(network):
         for number, index in enumerate(indices):
             raw = layout.read_plane(image, index)
             check_finite(raw, f"plane {index}" if index else "the image")

@@ -17,7 +17,14 @@ from .devices import describe_device, inference_dtype, select_device
 from .errors import ConfigError
 from .layout import resolve_layout
 from .model import UNet, count_parameters
-from .predict import Prediction, PredictProgress, predict_iter, run_to_end
+from .precision import proven_dtype
+from .predict import (
+    Prediction,
+    PredictProgress,
+    cached_inference_network,
+    predict_iter,
+    run_to_end,
+)
 from .train import TrainingEvent, TrainingHistory, consume, prepare_planes
 from .train import train_iter as _train_iter
 from .weights import load_weights, save_weights
@@ -42,6 +49,9 @@ class Segmenter:
         self.device = select_device(device)
         self.model = model.to(self.device).eval()
         self.source: Path | None = None
+        # Held while a training step changes the weights, and while a prediction copies them
+        # or a save reads them: a Segmenter may be shared between threads.
+        self._lock = threading.RLock()
 
     # ----------------------------------------------------------------- construction
 
@@ -102,7 +112,8 @@ class Segmenter:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Save weights and settings; ``.safetensors`` is recommended. The write is atomic."""
-        saved = save_weights(path, self.model, self.config)
+        with self._lock:
+            saved = save_weights(path, self.model, self.config)
         self.source = saved
         return saved
 
@@ -200,9 +211,29 @@ class Segmenter:
             summary = {**history.summary(), "mode": config.mode, "loss": config.loss, "runs": runs}
             self.config = self.config.replace(normalization=normalization, training=summary)
 
-        return _train_iter(
-            self.model, self.config, planes, config, self.device, stop=stop, on_finish=record
+        return self._one_step_at_a_time(
+            _train_iter(
+                self.model, self.config, planes, config, self.device, stop=stop, on_finish=record
+            )
         )
+
+    def _one_step_at_a_time(
+        self, events: Generator[TrainingEvent, None, TrainingHistory]
+    ) -> Generator[TrainingEvent, None, TrainingHistory]:
+        """``events``, each step run under the lock: predictions and saves see whole steps."""
+        try:
+            with self._lock:
+                event = next(events)
+            while True:
+                sent = yield event
+                with self._lock:
+                    event = events.send(sent)
+        except StopIteration as finished:
+            history: TrainingHistory = finished.value
+            return history
+        finally:
+            with self._lock:
+                events.close()  # a stopped training restores its best weights here
 
     def train(
         self,
@@ -242,6 +273,14 @@ class Segmenter:
         if device != self.device:
             self.to(device)
         dtype = inference_dtype(self.device, config.precision)
+        with self._lock:
+            # A consistent copy of the weights, even while another thread trains this model;
+            # the model's own train/eval mode is left alone.
+            if config.precision == "auto":
+                dtype = proven_dtype(
+                    self.model, self.config, image, layout, config, self.device, dtype
+                )
+            network = cached_inference_network(self.model, self.device, dtype, config.channels_last)
         return predict_iter(
             self.model,
             self.config,
@@ -253,6 +292,7 @@ class Segmenter:
             want_probabilities=probabilities,
             want_labels=labels,
             planes=planes,
+            network=network,
         )
 
     def predict_proba(

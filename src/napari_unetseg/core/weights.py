@@ -18,6 +18,7 @@ and ``torch.load`` then always runs with ``weights_only=True``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import pickle
@@ -601,8 +602,21 @@ def build_model(state: Mapping[str, torch.Tensor], config: ModelConfig, path: Pa
             f"{path.name}: the weights do not fit the U-Net layout they appear to have "
             f"({' '.join(s.strip() for s in first)}). {FORMAT_HELP}."
         ) from None
+    check_finite_weights(model, path)
     model.eval()
     return model
+
+
+def check_finite_weights(model: nn.Module, path: Path) -> None:
+    """Refuse weights holding NaN or infinity: every prediction from them would be garbage."""
+    tensors = itertools.chain(model.named_parameters(), model.named_buffers())
+    for name, tensor in tensors:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise WeightsFileError(
+                f"{path.name}: its weights hold NaN or infinite values (first in '{name}'), "
+                "so every prediction would be meaningless; the training that wrote it probably "
+                "diverged. Use an earlier weights file, or train again with a lower learning rate."
+            )
 
 
 def _read_sidecar(path: Path) -> ModelConfig | None:
@@ -664,6 +678,7 @@ def _load_torchscript(path: Path) -> LoadedWeights:
             f"incomplete ({type(error).__name__}). {FORMAT_HELP}."
         ) from None
     scripted.eval()
+    check_finite_weights(scripted, path)
     config = _read_sidecar(path) or _torchscript_config(scripted, path)
     return LoadedWeights(scripted, config.replace(origin="torchscript"), path, "torchscript")
 
