@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import pickle
+import pickletools
 import re
 import time
 import warnings
@@ -882,3 +883,60 @@ def test_temporaries_of_killed_saves_are_removed(tmp_path: Path) -> None:
         [in_progress.name, other.name, recent_old_style.name]
     )
     assert load_weights(path).config.in_channels == 1
+
+
+def _op_string(text: str) -> bytes:
+    data = text.encode()
+    return b"\x8c" + bytes([len(data)]) + data  # SHORT_BINUNICODE
+
+
+def _decoy_pickle(decoys: bytes) -> bytes:
+    """os.system("true") via STACK_GLOBAL, with ``decoys`` pushed and popped just before it."""
+    return (
+        b"\x80\x04"  # PROTO 4
+        + _op_string("os")
+        + _op_string("system")
+        + decoys
+        + b"\x93"  # STACK_GLOBAL
+        + _op_string("true")
+        + b"\x85"  # TUPLE1
+        + b"R"  # REDUCE
+        + b"."  # STOP
+    )
+
+
+DECOYS = {
+    "pop": _op_string("torch") + _op_string("Tensor") + b"00",  # POP POP
+    "pop-mark": b"(" + _op_string("torch") + _op_string("Tensor") + b"1",  # MARK .. POP_MARK
+    "memo": _op_string("torch._utils") + b"\x94" + _op_string("_rebuild_tensor") + b"\x94"
+    + b"0" + b"0" + b"h\x00" + b"h\x01" + b"00",  # MEMOIZE, POP, BINGET twice, POP
+}  # fmt: skip
+
+
+def _in_torch_zip(data: bytes, path: Path) -> None:
+    plain = path.with_suffix(".plain")
+    torch.save({"inc.double_conv.0.weight": torch.zeros(1)}, plain)
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(path, "w") as target:
+        for item in source.infolist():
+            content = data if item.filename.endswith("data.pkl") else source.read(item)
+            target.writestr(item, content)
+    plain.unlink()
+
+
+@pytest.mark.parametrize("container", ["raw", "torch-zip"])
+@pytest.mark.parametrize("decoy", sorted(DECOYS))
+def test_decoy_strings_do_not_hide_a_code_running_global(
+    tmp_path: Path, decoy: str, container: str
+) -> None:
+    data = _decoy_pickle(DECOYS[decoy])
+    # Control: the stream really is os.system("true") for the real unpickler.
+    assert [op.name for op, _, _ in pickletools.genops(data)][-4:] == [
+        "SHORT_BINUNICODE", "TUPLE1", "REDUCE", "STOP"
+    ]  # fmt: skip
+    path = tmp_path / "weights.pt"
+    if container == "raw":
+        path.write_bytes(data)
+    else:
+        _in_torch_zip(data, path)
+    with pytest.raises(UnsafeWeightsError, match=r"os\.system|posix\.system"):
+        load_weights(path)

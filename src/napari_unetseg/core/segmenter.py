@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Generator
@@ -12,10 +13,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import ModelConfig, NormalizationConfig, PredictConfig, Task, TrainConfig, Upsampling
+from .config import (
+    ModelConfig,
+    NormalizationConfig,
+    PredictConfig,
+    Task,
+    TrainConfig,
+    Upsampling,
+    check_argument,
+    settings,
+)
 from .devices import describe_device, inference_dtype, select_device
 from .errors import ConfigError
-from .layout import resolve_layout
+from .layout import ImageLayout, resolve_layout
 from .model import UNet, count_parameters
 from .precision import proven_dtype
 from .predict import (
@@ -25,9 +35,15 @@ from .predict import (
     predict_iter,
     run_to_end,
 )
+from .resources import check_memory, parameter_bytes, training_bytes
 from .train import TrainingEvent, TrainingHistory, consume, prepare_planes
 from .train import train_iter as _train_iter
 from .weights import load_weights, save_weights
+
+_SMALLER_MODEL = (
+    "Choose a smaller base_width (the default 16 suits most images; each doubling needs four "
+    "times the memory) or a smaller depth."
+)
 
 
 class Segmenter:
@@ -94,6 +110,11 @@ class Segmenter:
             class_names=class_names,
             normalization=normalization,
         )
+        seed = check_argument("seed", seed, int | None)
+        device = (
+            device if isinstance(device, torch.device) else check_argument("device", device, str)
+        )
+        check_memory(parameter_bytes(config), "the model's weights", _SMALLER_MODEL)
         if seed is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
@@ -175,7 +196,7 @@ class Segmenter:
     # ----------------------------------------------------------------- training
 
     def _resolve_train_config(self, config: TrainConfig | None) -> TrainConfig:
-        config = config or TrainConfig()
+        config = TrainConfig() if config is None else settings(TrainConfig, config, "config")
         if self.is_objects and not config.is_objects:
             config = config.replace(mode="objects" if config.mode == "sparse" else "objects-dense")
         elif config.is_objects and not self.is_objects:
@@ -203,6 +224,7 @@ class Segmenter:
         normalization = config.normalization or self.config.normalization
         planes = prepare_planes(image, labels, self.config, config, normalization, axes)
         device = self.device if config.device == "auto" else select_device(config.device)
+        self._check_training_memory(planes, config, device)
         if device != self.device:
             self.to(device)
 
@@ -216,6 +238,22 @@ class Segmenter:
                 self.model, self.config, planes, config, self.device, stop=stop, on_finish=record
             )
         )
+
+    def _check_training_memory(
+        self, planes: list[Any], config: TrainConfig, device: torch.device
+    ) -> None:
+        """Refuse a batch of patches that would not fit in memory, before training starts."""
+        if isinstance(self.model, torch.jit.ScriptModule):
+            return
+        multiple = self.config.min_size
+        largest = max(max(p.classes.shape) for p in planes)
+        patch = max(multiple, min(config.patch_size, -(-largest // multiple) * multiple))
+        advice = (
+            f"Use a smaller batch_size (now {config.batch_size}) or patch_size (now "
+            f"{config.patch_size}), e.g. TrainConfig(batch_size=8, patch_size=128), the defaults."
+        )
+        needed = training_bytes(self.config, config.batch_size, patch)
+        check_memory(needed, f"training {config.batch_size} patches of {patch}² px", advice, device)
 
     def _one_step_at_a_time(
         self, events: Generator[TrainingEvent, None, TrainingHistory]
@@ -252,8 +290,46 @@ class Segmenter:
     def _predict_config(
         self, config: PredictConfig | None, overrides: dict[str, Any]
     ) -> PredictConfig:
-        config = config or PredictConfig()
-        return config.replace(**overrides) if overrides else config
+        config = PredictConfig() if config is None else settings(PredictConfig, config, "config")
+        if not overrides:
+            return config
+        return PredictConfig.from_mapping({**dataclasses.asdict(config), **overrides})
+
+    def _check_planes(self, planes: Any, layout: ImageLayout) -> list[tuple[int, ...]] | None:
+        """``planes=`` as stack indices that exist in this image, or a ConfigError that says so."""
+        if planes is None:
+            return None
+        stack = layout.stack_shape
+        example = f"[{tuple(0 for _ in stack)}]" if stack else "None"
+        if isinstance(planes, str | bytes) or not isinstance(planes, list | tuple):
+            raise ConfigError(
+                f"planes={planes!r} cannot be used: pass a list of stack indices, one tuple of "
+                f"{len(stack)} numbers each for an image of stack shape {stack}, e.g. "
+                f"planes={example}."
+            )
+        checked = []
+        for index in planes:
+            if not isinstance(index, tuple | list) or not all(
+                isinstance(i, int | np.integer) and not isinstance(i, bool) for i in index
+            ):
+                raise ConfigError(
+                    f"planes entry {index!r} cannot be used: each entry is a tuple of "
+                    f"{len(stack)} whole numbers, e.g. planes={example}."
+                )
+            if len(index) != len(stack) or not all(
+                0 <= int(i) < n for i, n in zip(index, stack, strict=False)
+            ):
+                raise ConfigError(
+                    f"planes entry {tuple(index)} is not a plane of this image: its stack axes "
+                    f"({layout.axes[: len(stack)] or 'none'}) have shape {stack}"
+                    + (
+                        f", so each entry is a tuple of {len(stack)} indices, e.g. planes={example}."
+                        if stack
+                        else "; a single 2-D image needs no planes=."
+                    )
+                )
+            checked.append(tuple(int(i) for i in index))
+        return checked
 
     def predict_iter(
         self,
@@ -269,6 +345,7 @@ class Segmenter:
         """Predict with progress events; the generator's return value is a :class:`Prediction`."""
         config = self._predict_config(config, overrides)
         layout = resolve_layout(image, self.config.in_channels, axes)
+        planes = self._check_planes(planes, layout)
         device = self.device if config.device == "auto" else select_device(config.device)
         if device != self.device:
             self.to(device)

@@ -358,32 +358,63 @@ _STRING_OPS = frozenset(
 )
 
 
+class _Mark:
+    """The MARK opcode's entry on the simulated stack."""
+
+
+_MARK = _Mark()
+_GET_OPS = frozenset({"GET", "BINGET", "LONG_BINGET"})
+_PUT_OPS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+
+
 def scan_pickle(stream: IO[bytes], pickles: int = 1) -> PickleScan:
     """List the globals that up to ``pickles`` consecutive pickles in ``stream`` would import.
 
     Only opcodes are read (:func:`pickletools.genops`); nothing is constructed or imported.
-    ``complete`` is False when the stream ends or breaks before the expected pickles did.
+    The unpickler's stack is simulated from each opcode's documented effect, so the module
+    and name a ``STACK_GLOBAL`` takes are the ones really on the stack, however many decoy
+    strings were pushed and popped before; a name that is not a plain string there is
+    reported as ``"<computed>"``, which counts as unsafe. ``complete`` is False when the
+    stream ends or breaks before the expected pickles did.
     """
     scan = PickleScan()
-    memo: dict[Any, Any] = {}
-    strings: list[Any] = []
     try:
         for _ in range(pickles):
+            stack: list[Any] = []
+            memo: dict[Any, Any] = {}
             for opcode, arg, _pos in pickletools.genops(stream):
                 name = opcode.name
-                if name in _STRING_OPS:
-                    strings.append(arg)
-                elif name in ("GLOBAL", "INST"):
+                if name in ("GLOBAL", "INST"):
                     scan.globals.append(str(arg).replace(" ", "."))
-                elif name == "STACK_GLOBAL":
-                    module, qualname = strings[-2:] if len(strings) >= 2 else ["?", "?"]
-                    scan.globals.append(f"{module}.{qualname}")
-                elif name == "MEMOIZE":
-                    memo[len(memo)] = strings[-1] if strings else None
-                elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                    memo[arg] = strings[-1] if strings else None
-                elif name in ("GET", "BINGET", "LONG_BINGET"):
-                    strings.append(memo.get(arg))
+                if name in ("MEMOIZE", *_PUT_OPS):
+                    memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1] if stack else None
+                    continue
+                before = opcode.stack_before
+                if pickletools.markobject in before:
+                    while stack and stack[-1] is not _MARK:
+                        stack.pop()
+                    if stack:
+                        stack.pop()
+                    count = before.index(pickletools.markobject)
+                else:
+                    count = len(before)
+                popped = [stack.pop() if stack else None for _ in range(count)][::-1]
+                if name == "STACK_GLOBAL":
+                    module, qualname = popped if len(popped) == 2 else (None, None)
+                    if isinstance(module, str) and isinstance(qualname, str):
+                        scan.globals.append(f"{module}.{qualname}")
+                    else:
+                        scan.globals.append("<computed>")
+                pushed: list[Any] = [None] * len(opcode.stack_after)
+                if name in _STRING_OPS:
+                    pushed = [arg.decode("latin-1") if isinstance(arg, bytes) else arg]
+                elif name in _GET_OPS:
+                    pushed = [memo.get(arg)]
+                elif name == "MARK":
+                    pushed = [_MARK]
+                elif name == "DUP":
+                    pushed = [popped[0] if popped else None] * 2
+                stack.extend(pushed)
     except (ValueError, EOFError, pickle.UnpicklingError, IndexError, OSError):
         return scan
     scan.complete = True
@@ -582,7 +613,45 @@ def infer_config(state: Mapping[str, torch.Tensor], path: Path | None = None) ->
         ) from None
 
 
+def _check_shapes(state: Mapping[str, torch.Tensor], config: ModelConfig, path: Path) -> None:
+    """Compare the file's tensors with the layout its settings claim, before allocating it.
+
+    The layout is built on the ``meta`` device (shapes only), so settings claiming a huge
+    network in a small file cost nothing to refuse.
+    """
+    try:
+        with torch.device("meta"):
+            skeleton = UNet(config)
+    except (UnetSegError, ValueError, RuntimeError) as error:
+        raise WeightsFileError(
+            f"{path.name}: its settings do not describe a U-Net ({error})."
+        ) from None
+    expected = {
+        k: tuple(v.shape)
+        for k, v in skeleton.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
+    problems = [f"'{k}' is missing" for k in expected if k not in state]
+    problems += [
+        f"'{k}' has shape {tuple(state[k].shape)}, the settings say {shape}"
+        for k, shape in expected.items()
+        if k in state and tuple(state[k].shape) != shape
+    ]
+    problems += [
+        f"'{k}' is not part of that layout"
+        for k in state
+        if k not in expected and not k.endswith("num_batches_tracked")
+    ]
+    if problems:
+        more = f" and {len(problems) - 2} more" if len(problems) > 2 else ""
+        raise WeightsFileError(
+            f"{path.name}: the weights do not fit the U-Net layout they appear to have "
+            f"({'; '.join(problems[:2])}{more}). {FORMAT_HELP}."
+        )
+
+
 def build_model(state: Mapping[str, torch.Tensor], config: ModelConfig, path: Path) -> UNet:
+    _check_shapes(state, config, path)
     try:
         model = UNet(config)
     except (UnetSegError, ValueError, RuntimeError) as error:
@@ -626,13 +695,13 @@ def _read_sidecar(path: Path) -> ModelConfig | None:
         return None
     try:
         data = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None  # not our JSON (ours is always valid); someone else's notes
     if not isinstance(data, dict) or not {"in_channels", "encoder_channels"} <= data.keys():
         return None
     try:
         return ModelConfig.from_dict(data)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, RecursionError) as error:
         raise WeightsFileError(
             f"{side.name} (the settings beside {path.name}) cannot be used: {error} "
             f"Move {side.name} away to load {path.name} with its layout inferred."
