@@ -241,10 +241,12 @@ def test_training_too_large_for_memory_is_refused_before_it_starts(half_a_gib_fr
 
 
 def test_memory_estimates_grow_with_the_setting() -> None:
-    config = ModelConfig.native()
-    small = resources_module.training_bytes(config, 8, 128)
+    seg = Segmenter.create(device="cpu")
+    config = seg.config
+    small = resources_module.training_bytes(seg.model, config, 8, 128)
     assert 20e6 < small < 1e9
-    assert resources_module.training_bytes(config, 32, 128) > 3.5 * small
+    assert resources_module.training_bytes(seg.model, config, 32, 128) > 3.5 * small
+    assert seg.model.training is False
     assert resources_module.parameter_bytes(ModelConfig.native(base_width=32)) > 3.5 * (
         resources_module.parameter_bytes(config)
     )

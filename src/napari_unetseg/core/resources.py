@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import torch
+from torch import nn
 
 from .config import ModelConfig
 from .errors import ConfigError
@@ -53,22 +54,36 @@ def parameter_bytes(config: ModelConfig) -> int:
     return sum(t.numel() * 4 for t in tensors if t.is_floating_point())
 
 
-def training_bytes(config: ModelConfig, batch_size: int, patch_size: int) -> int:
+def training_bytes(model: nn.Module, config: ModelConfig, batch_size: int, patch_size: int) -> int:
     """Bytes one float32 training step holds: activations kept for backward, plus weights,
-    gradients and the optimiser's two moments (an upper bound: mixed precision needs less)."""
-    model = _meta_model(config).train()
-    saved: dict[int, torch.Tensor] = {}
+    gradients and the optimiser's two moments (an upper bound: mixed precision needs less).
+
+    The activations are measured on a small probe image and scaled by the number of pixels
+    (they are proportional to it). The model runs in eval mode, so its batch-norm statistics
+    are not touched; its train/eval flag is put back.
+    """
+    side = max(32, 2 * config.min_size)
+    parameters = {id(p) for p in model.parameters()}
+    saved: dict[tuple[int, int], int] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
-        saved[id(tensor)] = tensor
+        if id(tensor) not in parameters:
+            key = (tensor.untyped_storage().data_ptr(), int(tensor.storage_offset()))
+            saved[key] = max(saved.get(key, 0), tensor.numel() * tensor.element_size())
         return tensor
 
-    x = torch.empty((batch_size, config.in_channels, patch_size, patch_size), device="meta")
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        out = model(x.requires_grad_(False))
-    activations = sum(t.numel() * t.element_size() for t in saved.values())
-    activations += out.numel() * 4 * 3  # logits, probabilities and their gradient
-    return int(activations + 4 * parameter_bytes(config))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        probe = torch.zeros((1, config.in_channels, side, side), device=device)
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = model(probe)
+    finally:
+        model.train(was_training)
+    per_image = sum(saved.values()) + out.numel() * 4 * 3  # logits, probabilities, gradient
+    scale = batch_size * (patch_size / side) ** 2
+    return int(per_image * scale + 4 * parameter_bytes(config))
 
 
 def check_memory(needed: int, what: str, advice: str, device: torch.device | None = None) -> None:

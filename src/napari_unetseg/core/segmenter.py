@@ -252,7 +252,8 @@ class Segmenter:
             f"Use a smaller batch_size (now {config.batch_size}) or patch_size (now "
             f"{config.patch_size}), e.g. TrainConfig(batch_size=8, patch_size=128), the defaults."
         )
-        needed = training_bytes(self.config, config.batch_size, patch)
+        with self._lock:
+            needed = training_bytes(self.model, self.config, config.batch_size, patch)
         check_memory(needed, f"training {config.batch_size} patches of {patch}² px", advice, device)
 
     def _one_step_at_a_time(

@@ -276,14 +276,11 @@ def _is_our_sidecar(side: Path) -> bool:
     return isinstance(data, dict) and {"in_channels", "encoder_channels"} <= data.keys()
 
 
-def save_weights(path: str | os.PathLike[str], model: nn.Module, config: ModelConfig) -> Path:
-    """Save as native ``.safetensors`` (weights + config) or ``.pt``/``.pth`` plus a JSON beside it.
+def check_save_target(path: str | os.PathLike[str], probe: bool = True) -> Path:
+    """The path a model can be saved to, or a WeightsFileError saying why not.
 
-    The write is atomic: until it has fully succeeded, an existing file of that name is left
-    as it was. A ``.pt``/``.pth`` state dict carries its settings inside (see
-    :func:`_state_with_settings`); the JSON beside it is a readable copy, written after the
-    weights, and never replaces a JSON file that napari-unetseg did not write. Files get the
-    permissions of the file they replace, or those the umask gives a new file.
+    With ``probe``, the folder is created if needed and a temporary file written and removed
+    there, so that a long training can check its output before it starts.
     """
     path = Path(path).expanduser()
     suffix = path.suffix.lower()
@@ -304,6 +301,30 @@ def save_weights(path: str | os.PathLike[str], model: nn.Module, config: ModelCo
             f"{'is a folder' if side.is_dir() else 'file is not napari-unetseg settings'}, so it "
             f"was left alone. Save as {path.stem}.safetensors (one file) or choose another name."
         )
+    if probe:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _create_temporary(path).unlink()
+        except OSError as error:
+            raise WeightsFileError(
+                f"cannot save to {path}: the folder {path.parent} cannot be written "
+                f"({error.strerror or error}). Choose a folder you can write to."
+            ) from None
+    return path
+
+
+def save_weights(path: str | os.PathLike[str], model: nn.Module, config: ModelConfig) -> Path:
+    """Save as native ``.safetensors`` (weights + config) or ``.pt``/``.pth`` plus a JSON beside it.
+
+    The write is atomic: until it has fully succeeded, an existing file of that name is left
+    as it was. A ``.pt``/``.pth`` state dict carries its settings inside (see
+    :func:`_state_with_settings`); the JSON beside it is a readable copy, written after the
+    weights, and never replaces a JSON file that napari-unetseg did not write. Files get the
+    permissions of the file they replace, or those the umask gives a new file.
+    """
+    path = check_save_target(path, probe=False)
+    suffix = path.suffix.lower()
+    side = sidecar_path(path)
     writes: list[tuple[Path, Callable[[Path], None]]] = []
     if isinstance(model, torch.jit.ScriptModule):
         if suffix == ".safetensors":
