@@ -175,6 +175,11 @@ def resolve_layout(image: Any, in_channels: int, axes: str | None = None) -> Ima
             f"expected an image array (numpy, dask or zarr) with a shape, got "
             f"{type(image).__name__}."
         )
+    if 0 in shape:
+        raise InputError(
+            f"the image of shape {shape} is empty (an axis of length 0); choose an image, or "
+            "a part of one, with pixels in it."
+        )
     try:
         dtype = np.dtype(getattr(image, "dtype", np.float32))
     except TypeError:
