@@ -50,6 +50,7 @@ def test_a_prediction_during_training_leaves_the_training_mode_alone() -> None:
     modes = _record_modes(seg)
     training = seg.train_iter(scene.image, scene.painted, QUICK)
     next(training)  # started: the model is in train mode
+    modes.clear()  # (the memory estimate before training ran the model once in eval mode)
     prediction = seg.predict_iter(scene.image, tile_size=32, overlap=0, batch_size=1)
     next(prediction)  # a prediction is under way ...
     for _ in range(3):
