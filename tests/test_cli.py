@@ -1,9 +1,13 @@
 """The command line: headless demo, train, segment, info."""
 
+import os
+import re
+import sys
+
 import numpy as np
 import pytest
 
-from napari_unetseg.__main__ import main, run_headless_demo
+from napari_unetseg.__main__ import main, no_display_reason, run_headless_demo
 from napari_unetseg.core.synthetic import nuclei_scene
 
 
@@ -224,3 +228,76 @@ def test_workers_run_the_batch_and_a_split_image_in_worker_processes(folder):
     assert main(["segment", model, str(folder / "big.zarr"), *out, "--split-rows", "30"]) == 0
     labels = zarr.open_array(str(folder / "out" / "big_unetseg.zarr"))[:]
     assert np.array_equal(labels, Segmenter.load(model).segment(image, tile_size=48))
+
+
+def _train_args(tmp_path, *extra):
+    scene = nuclei_scene((64, 64), seed=3)
+    np.save(tmp_path / "image.npy", scene.image)
+    np.save(tmp_path / "labels.npy", scene.painted)
+    return [
+        "train",
+        "--image",
+        str(tmp_path / "image.npy"),
+        "--labels",
+        str(tmp_path / "labels.npy"),
+        "--seconds",
+        "600",
+        *extra,
+    ]
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Training would spend its budget: these checks must come first."""
+    from napari_unetseg.core import Segmenter
+
+    def train(*args, **kwargs):
+        raise AssertionError("training started before the arguments were checked")
+
+    monkeypatch.setattr(Segmenter, "train", train)
+
+
+def test_train_with_a_missing_weights_file_is_an_error(tmp_path, capsys, no_training):
+    args = _train_args(tmp_path, "--weights", str(tmp_path / "typo.safetensors"))
+    assert main([*args, "--output", str(tmp_path / "out.safetensors")]) == 1
+    assert "typo.safetensors" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("model.txt", r"\.safetensors"),
+        ("notes.txt/model.safetensors", "cannot be written"),
+        ("model.pt", r"model\.json"),  # a JSON file of the user's beside it
+    ],
+)
+def test_train_checks_its_output_before_training(tmp_path, capsys, no_training, output, message):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    (tmp_path / "model.json").write_text('{"my": "notes"}')
+    assert main([*_train_args(tmp_path), "--output", str(tmp_path / output)]) == 1
+    assert re.search(message, capsys.readouterr().err)
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes anywhere")
+def test_train_refuses_a_read_only_output_folder(tmp_path, capsys, no_training):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        output = str(folder / "model.safetensors")
+        assert main([*_train_args(tmp_path), "--output", output]) == 1
+    finally:
+        folder.chmod(0o755)
+    assert "cannot be written" in capsys.readouterr().err
+
+
+def test_demo_without_a_display_suggests_headless(monkeypatch, capsys):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert main(["demo"]) == 2
+    assert "--headless" in capsys.readouterr().err
+    assert no_display_reason({"DISPLAY": ":0"}, "linux") is None
+    assert no_display_reason({"QT_QPA_PLATFORM": "offscreen"}, "linux") is None
+    assert no_display_reason({}, "darwin") is None

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 
@@ -61,10 +61,31 @@ def _read_image(path: str):  # type: ignore[no-untyped-def]
     return tifffile.imread(path)
 
 
+def no_display_reason(
+    environ: dict[str, str] | None = None, platform: str = sys.platform
+) -> str | None:
+    """Why Qt cannot open a window here (Linux without X11 or Wayland), or None."""
+    environ = dict(os.environ) if environ is None else environ
+    if not platform.startswith("linux") or environ.get("QT_QPA_PLATFORM"):
+        return None
+    if environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"):
+        return None
+    return "no display is available (neither DISPLAY nor WAYLAND_DISPLAY is set)"
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.headless:
         run_headless_demo(args.seconds, objects=args.objects)
         return 0
+    reason = no_display_reason()
+    if reason is not None:
+        print(
+            f"The napari demo needs a screen, but {reason}.\n"
+            "Run it without one: napari-unetseg demo --headless (trains on the sample in the "
+            "terminal), or start a virtual display: xvfb-run napari-unetseg demo.",
+            file=sys.stderr,
+        )
+        return 2
     try:
         from napari_unetseg._widgets._demo import launch_demo
     except ImportError as error:
@@ -80,8 +101,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from napari_unetseg.core import Segmenter, TrainConfig
+    from napari_unetseg.core.weights import check_save_target
 
-    if args.weights and Path(args.weights).exists():
+    # Everything that can fail is checked before the training budget is spent.
+    output = check_save_target(args.output)
+    config = TrainConfig(mode=args.mode, max_seconds=args.seconds, max_epochs=args.epochs)
+    if args.weights:  # a missing file is an error, never a silent start from scratch
         segmenter = Segmenter.load(args.weights, device=args.device)
     else:
         image = _read_image(args.image[0])
@@ -98,9 +123,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     images = [_read_image(p) for p in args.image]
     labels = [_read_image(p) for p in args.labels]
-    config = TrainConfig(mode=args.mode, max_seconds=args.seconds, max_epochs=args.epochs)
     history = segmenter.train(images, labels, config, axes=args.axes)
-    saved = segmenter.save(args.output)
+    saved = segmenter.save(output)
     print(
         f"{history.steps} steps in {history.elapsed:.1f} s; best validation Dice {history.best_validation_dice}"
     )

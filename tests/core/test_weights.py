@@ -11,7 +11,9 @@ import functools
 import json
 import os
 import pickle
+import pickletools
 import re
+import time
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -762,3 +764,179 @@ def test_saving_onto_a_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").mkdir()
     with pytest.raises(WeightsFileError, match="folder"):
         _native("semantic").save(tmp_path / "model.safetensors")
+
+
+# --------------------------------------------------------------------------- save safety (issue 14)
+
+
+def test_a_save_never_replaces_a_json_file_it_did_not_write(tmp_path: Path) -> None:
+    notes = tmp_path / "experiment.json"
+    notes.write_text('{"sample": "liver 3", "stain": "DAPI"}\n')
+    with pytest.raises(WeightsFileError, match=r"experiment\.json.*experiment\.safetensors"):
+        _native("semantic").save(tmp_path / "experiment.pt")
+    assert notes.read_text() == '{"sample": "liver 3", "stain": "DAPI"}\n'
+    assert sorted(os.listdir(tmp_path)) == ["experiment.json"]
+    # Our own settings file is replaced as before.
+    _native("semantic").save(tmp_path / "model.pt")
+    _native("transposed-rgb").save(tmp_path / "model.pt")
+    assert json.loads((tmp_path / "model.json").read_text())["in_channels"] == 3
+
+
+def test_weights_keep_their_settings_when_the_json_rename_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "model.pt"
+    _native("semantic").save(path)
+    real_replace = os.replace
+
+    def replace(source: Any, target: Any) -> None:
+        if str(target).endswith(".json"):
+            raise OSError(5, "Input/output error")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    new = _native("transposed-rgb")
+    with pytest.raises(OSError, match="Input/output"):
+        new.save(path)
+    monkeypatch.undo()
+    # The new weights went in, the old JSON stayed: the weights' own settings win.
+    assert json.loads((tmp_path / "model.json").read_text())["in_channels"] == 1
+    assert load_weights(path).config.to_dict() == new.config.to_dict()
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_pt_files_describe_themselves_and_stay_plain_state_dicts(tmp_path: Path) -> None:
+    seg = _native("objects")
+    path = seg.save(tmp_path / "model.pth")
+    (tmp_path / "model.json").unlink()
+    assert load_weights(path).config.to_dict() == seg.config.to_dict()
+    # Any PyTorch code still loads it as a plain state dict.
+    fresh = Segmenter.create(in_channels=2, task="objects", base_width=8, depth=3, device="cpu")
+    fresh.model.load_state_dict(torch.load(path, weights_only=True))
+    _state_equal(fresh.model, seg.model)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_saves_keep_the_umask_permissions(tmp_path: Path, umask: int) -> None:
+    previous = os.umask(umask)
+    try:
+        _native("semantic").save(tmp_path / "model.pt")
+        _native("semantic").save(tmp_path / "model.safetensors")
+        weights_module.atomic_write(tmp_path / "labels.npy", lambda tmp: tmp.write_bytes(b"x"))
+    finally:
+        os.umask(previous)
+    for name in ("model.pt", "model.json", "model.safetensors", "labels.npy"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_saving_over_a_file_keeps_its_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    _native("semantic").save(path)
+    path.chmod(0o664)
+    _native("semantic").save(path)
+    assert path.stat().st_mode & 0o777 == 0o664
+
+
+KILLED_SAVE = """
+import os, signal, sys
+import torch
+from napari_unetseg.core import Segmenter
+
+def die_midway(obj, target, *args, **kwargs):
+    with open(target, "wb") as handle:
+        handle.write(b"half a file" * 1000)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+torch.save = die_midway
+Segmenter.create(base_width=4, depth=2, device="cpu").save(sys.argv[1])
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL")
+def test_temporaries_of_killed_saves_are_removed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "model.pt"
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_SAVE, str(path)], capture_output=True, check=False
+    )
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    left = [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+    assert len(left) == 1 and left[0].startswith(".model.pt."), left
+    # Not touched: a save of this process in progress, another file's temporary, a fresh
+    # temporary from before this version (its owner cannot be checked).
+    in_progress = tmp_path / f".model.pt.{weights_module._host()}-{os.getpid()}.0123abcd.tmp"
+    other = tmp_path / ".notes.txt.host-1.0123abcd.tmp"
+    recent_old_style = tmp_path / ".model.pt.k2j_9x7q.tmp"
+    ancient_old_style = tmp_path / ".model.pt.a8d_3kzq.tmp"
+    for extra in (in_progress, other, recent_old_style, ancient_old_style):
+        extra.write_bytes(b"x")
+    stale = time.time() - weights_module.STALE_SECONDS - 60
+    os.utime(ancient_old_style, (stale, stale))
+
+    _native("semantic").save(path)
+
+    assert sorted(n for n in os.listdir(tmp_path) if n.endswith(".tmp")) == sorted(
+        [in_progress.name, other.name, recent_old_style.name]
+    )
+    assert load_weights(path).config.in_channels == 1
+
+
+def _op_string(text: str) -> bytes:
+    data = text.encode()
+    return b"\x8c" + bytes([len(data)]) + data  # SHORT_BINUNICODE
+
+
+def _decoy_pickle(decoys: bytes) -> bytes:
+    """os.system("true") via STACK_GLOBAL, with ``decoys`` pushed and popped just before it."""
+    return (
+        b"\x80\x04"  # PROTO 4
+        + _op_string("os")
+        + _op_string("system")
+        + decoys
+        + b"\x93"  # STACK_GLOBAL
+        + _op_string("true")
+        + b"\x85"  # TUPLE1
+        + b"R"  # REDUCE
+        + b"."  # STOP
+    )
+
+
+DECOYS = {
+    "pop": _op_string("torch") + _op_string("Tensor") + b"00",  # POP POP
+    "pop-mark": b"(" + _op_string("torch") + _op_string("Tensor") + b"1",  # MARK .. POP_MARK
+    "memo": _op_string("torch._utils") + b"\x94" + _op_string("_rebuild_tensor") + b"\x94"
+    + b"0" + b"0" + b"h\x00" + b"h\x01" + b"00",  # MEMOIZE, POP, BINGET twice, POP
+}  # fmt: skip
+
+
+def _in_torch_zip(data: bytes, path: Path) -> None:
+    plain = path.with_suffix(".plain")
+    torch.save({"inc.double_conv.0.weight": torch.zeros(1)}, plain)
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(path, "w") as target:
+        for item in source.infolist():
+            content = data if item.filename.endswith("data.pkl") else source.read(item)
+            target.writestr(item, content)
+    plain.unlink()
+
+
+@pytest.mark.parametrize("container", ["raw", "torch-zip"])
+@pytest.mark.parametrize("decoy", sorted(DECOYS))
+def test_decoy_strings_do_not_hide_a_code_running_global(
+    tmp_path: Path, decoy: str, container: str
+) -> None:
+    data = _decoy_pickle(DECOYS[decoy])
+    # Control: the stream really is os.system("true") for the real unpickler.
+    assert [op.name for op, _, _ in pickletools.genops(data)][-4:] == [
+        "SHORT_BINUNICODE", "TUPLE1", "REDUCE", "STOP"
+    ]  # fmt: skip
+    path = tmp_path / "weights.pt"
+    if container == "raw":
+        path.write_bytes(data)
+    else:
+        _in_torch_zip(data, path)
+    with pytest.raises(UnsafeWeightsError, match=r"os\.system|posix\.system"):
+        load_weights(path)

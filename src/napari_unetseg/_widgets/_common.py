@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +62,40 @@ def format_seconds(seconds: float | None) -> str:
     return f"{minutes} min {rest:02d} s"
 
 
+class WarmUp:
+    """:func:`warm_up` in a plain Python thread, shared by every widget of the process.
+
+    No Qt object is created or touched off the main thread: a Qt worker still importing
+    torch when napari quits would emit into signal objects PyQt has already deleted
+    (``RuntimeError: wrapped C/C++ object of type WorkerBaseSignals has been deleted``).
+    The thread is not a daemon, so an exit waits for the import to finish cleanly.
+    Widgets poll :attr:`done` from a timer they own, which dies with them.
+    """
+
+    _lock = threading.Lock()
+    _shared: WarmUp | None = None
+
+    def __init__(self) -> None:
+        self.text: str | None = None
+        self.thread = threading.Thread(target=self._run, name="napari-unetseg warm-up")
+        self.thread.start()
+
+    def _run(self) -> None:
+        with contextlib.suppress(Exception):  # the device stays unnamed; loading reports it
+            self.text = warm_up()
+
+    @property
+    def done(self) -> bool:
+        return not self.thread.is_alive()
+
+    @classmethod
+    def start(cls) -> WarmUp:
+        with cls._lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+
 def warm_up() -> str:
     """Import what training needs, then say where the model computes (run in a worker).
 
@@ -67,8 +103,6 @@ def warm_up() -> str:
     interpreter for up to half a second at a time; doing it here, when the widget docks,
     keeps that pause out of the first training run.
     """
-    import contextlib
-
     with contextlib.suppress(ImportError):
         import torch._dynamo  # noqa: F401
     return device_text()

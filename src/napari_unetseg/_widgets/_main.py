@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
-from ._common import device_text, start_worker, warm_up
+from ._common import WarmUp, device_text
 from ._model_section import ModelSection
 from ._segment_section import SegmentSection
 from ._session import session_for
@@ -44,16 +45,24 @@ class UNetSegWidget(QWidget):
 
         napari_viewer.layers.selection.events.active.connect(self._follow_active)
         self._follow_active()
-        self.warm_up: Any = None
+        self.warm_up: QTimer | None = None
         if "torch._dynamo" in sys.modules:
             self._show_device(device_text())
         else:  # import torch off the main thread so that docking stays instant
-            self.warm_up = start_worker(
-                warm_up, connect={"returned": self._show_device, "finished": self._warmed_up}
-            )
+            self._warming = WarmUp.start()
+            self.warm_up = QTimer(self)  # dies with the widget: no callback after close
+            self.warm_up.setInterval(100)
+            self.warm_up.timeout.connect(self._check_warm_up)
+            self.warm_up.start()
 
-    def _warmed_up(self) -> None:
+    def _check_warm_up(self) -> None:
+        if not self._warming.done or self.warm_up is None:
+            return
+        self.warm_up.stop()
+        self.warm_up.deleteLater()
         self.warm_up = None
+        if self._warming.text is not None:
+            self._show_device(self._warming.text)
 
     def _show_device(self, text: str) -> None:
         self.segment_section.device.setText(text)

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import numpy as np
 
 from .errors import ConfigError
 
@@ -19,10 +24,194 @@ Precision = Literal["auto", "float32", "bfloat16", "float16"]
 #: Class names of an object model: what its three output channels mean.
 OBJECT_CLASS_NAMES = ("background", "interior", "boundary")
 
+T = TypeVar("T")
+
+
+#: Largest number of classes a model may have (a painted id above it is an object, not a class).
+MAX_CLASSES = 1024
+#: Widest block (and most input channels) a model may have; far beyond any U-Net in use.
+MAX_WIDTH = 1 << 16
+#: JSON nesting allowed in a stored training summary.
+MAX_SUMMARY_DEPTH = 6
+
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+# --------------------------------------------------------------------------- typed fields
+#
+# Every settings dataclass calls :func:`_check_fields` first in ``__post_init__``: each value
+# is checked against the field's annotation (and numpy scalars and nested dicts are turned
+# into the plain types), so a wrong type is a ConfigError naming the setting, the value and
+# what to pass, before any range check compares it with a number.
+
+
+def _describe(hint: Any) -> str:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin in (Union, types.UnionType):
+        parts = [_describe(a) for a in args if a is not type(None)]
+        return " or ".join(parts) + (" or None" if type(None) in args else "")
+    if origin is tuple:
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    if origin is dict or hint is dict:
+        return "a dict of plain values (numbers, text, lists)"
+    names = {bool: "True or False", int: "a whole number", float: "a number", str: "a string"}
+    if hint in names:
+        return names[hint]
+    return f"a {getattr(hint, '__name__', hint)} (or a dict of its settings)"
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _plain_json(value: Any, depth: int) -> Any:
+    """``value`` as plain JSON types (numpy scalars converted); _Mismatch otherwise."""
+    if depth > MAX_SUMMARY_DEPTH:
+        raise _Mismatch
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int | float | np.integer | np.floating | np.bool_):
+        return value.item() if hasattr(value, "item") else value
+    if isinstance(value, np.ndarray) and value.size <= 10_000:
+        return _plain_json(value.tolist(), depth)
+    if isinstance(value, list | tuple):
+        return [_plain_json(v, depth + 1) for v in value]
+    if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+        return {k: _plain_json(v, depth + 1) for k, v in value.items()}
+    raise _Mismatch
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """``value`` made to fit ``hint``, or _Mismatch."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if origin is Literal:
+        if isinstance(value, str) and value in args:
+            return value
+        raise _Mismatch
+    if hint is bool:
+        if isinstance(value, bool | np.bool_):
+            return bool(value)
+        raise _Mismatch
+    if hint is int:
+        if isinstance(value, bool | np.bool_):
+            raise _Mismatch
+        if isinstance(value, int | np.integer):
+            return int(value)
+        if isinstance(value, float | np.floating) and math.isfinite(value) and value == int(value):
+            return int(value)
+        raise _Mismatch
+    if hint is float:
+        if isinstance(value, bool | np.bool_) or not isinstance(
+            value, int | float | np.integer | np.floating
+        ):
+            raise _Mismatch
+        return float(value)
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    if origin is tuple:
+        if isinstance(value, str | bytes) or not isinstance(value, list | tuple | np.ndarray):
+            raise _Mismatch
+        return tuple(_coerce(v, args[0]) for v in value)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise _Mismatch
+        return _plain_json(value, 0)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if isinstance(value, Mapping):
+            return hint.from_mapping(value)  # type: ignore[attr-defined]
+        raise _Mismatch
+    raise _Mismatch  # pragma: no cover - an annotation this helper does not know
+
+
+def _check_fields(obj: Any) -> None:
+    """Check (and normalise) every field of a settings dataclass against its annotation."""
+    cls = type(obj)
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        try:
+            coerced = _coerce(value, hints[f.name])
+        except _Mismatch:
+            shown = repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:57]}..."
+            raise ConfigError(
+                f"{f.name}={shown} ({type(value).__name__}) cannot be used: {cls.__name__}."
+                f"{f.name} takes {_describe(hints[f.name])}."
+            ) from None
+        except RecursionError:
+            raise ConfigError(f"{f.name} is nested too deeply to be a setting.") from None
+        if coerced is not value:
+            object.__setattr__(obj, f.name, coerced)
+
+
+#: Entries of a training summary that the code reads back, and their types.
+_SUMMARY_FIELDS: dict[str, Any] = {
+    "steps": int | None,
+    "epochs": int | None,
+    "runs": int | None,
+    "best_epoch": int | None,
+    "seconds": float | None,
+    "best_validation_dice": float | None,
+    "final_loss": float | None,
+    "mode": str | None,
+    "loss": str | None,
+    "stop_reason": str | None,
+    "device": str | None,
+}
+
+
+def check_argument(name: str, value: Any, hint: Any) -> Any:
+    """A function argument checked like a settings field: ConfigError naming it otherwise."""
+    try:
+        return _coerce(value, hint)
+    except _Mismatch:
+        raise ConfigError(
+            f"{name}={value!r} ({type(value).__name__}) cannot be used: {name} takes "
+            f"{_describe(hint)}."
+        ) from None
+
+
+def _from_mapping(cls: Any, values: Mapping[str, Any], what: str) -> Any:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(map(str, values)) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown {what} settings {unknown}; {cls.__name__} takes {', '.join(sorted(known))}."
+        )
+    return cls(**values)
+
+
+def settings(cls: type[T], value: Any, argument: str) -> T:
+    """``value`` as ``cls``: an instance as it is, a dict of its settings built, else an error."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, Mapping):
+        return cls.from_mapping(value)  # type: ignore[attr-defined,no-any-return]
+    raise ConfigError(
+        f"{argument}={value!r} ({type(value).__name__}) cannot be used: pass a {cls.__name__} "
+        f"(or a dict of its settings), e.g. {argument}={cls.__name__}()."
+    )
 
 
 def _plain_value(value: Any) -> Any:
@@ -49,7 +238,14 @@ class NormalizationConfig:
     low: float = 1.0
     high: float = 99.8
 
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> NormalizationConfig:
+        """Build from a dict of settings; unknown names are a ConfigError that lists the known."""
+        result: NormalizationConfig = _from_mapping(cls, values, "normalization")
+        return result
+
     def __post_init__(self) -> None:
+        _check_fields(self)
         _check_choice("normalization method", self.method, ("percentile", "classic", "none"))
         _check(
             0.0 <= self.low < self.high <= 100.0,
@@ -79,9 +275,19 @@ class ModelConfig:
     origin: str = "native"
     training: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> ModelConfig:
+        """Build from a dict of settings; unknown names are a ConfigError that lists the known."""
+        result: ModelConfig = _from_mapping(cls, values, "model")
+        return result
+
     def __post_init__(self) -> None:
+        _check_fields(self)
         _check(self.in_channels >= 1, f"in_channels must be at least 1, got {self.in_channels}.")
-        _check(self.n_classes >= 1, f"n_classes must be at least 1, got {self.n_classes}.")
+        _check(
+            1 <= self.n_classes <= MAX_CLASSES,
+            f"n_classes must be 1..{MAX_CLASSES}, got {self.n_classes}.",
+        )
         depth = len(self.decoder_channels)
         _check(depth >= 1, "the U-Net needs at least one down/up level (depth >= 1).")
         _check(
@@ -91,6 +297,10 @@ class ModelConfig:
         )
         widths = (*self.encoder_channels, *self.decoder_channels, *self.decoder_mid_channels)
         _check(all(w >= 1 for w in widths), "every block width must be at least 1.")
+        _check(
+            max((*widths, self.in_channels)) <= MAX_WIDTH,
+            f"block widths and in_channels must be at most {MAX_WIDTH}, got {max(widths)}.",
+        )
         _check_choice("upsampling", self.upsampling, ("bilinear", "transposed"))
         _check_choice("task", self.task, ("semantic", "objects"))
         if self.task == "objects":
@@ -99,6 +309,16 @@ class ModelConfig:
                 "an object model has exactly 3 outputs (background, interior, boundary); "
                 f"got n_classes={self.n_classes}.",
             )
+        for key, value in self.training.items():
+            hint = _SUMMARY_FIELDS.get(key)
+            if hint is not None:
+                try:
+                    _coerce(value, hint)
+                except _Mismatch:
+                    raise ConfigError(
+                        f"training[{key!r}]={value!r} cannot be used: the training summary's "
+                        f"{key} is {_describe(hint)}."
+                    ) from None
         if self.class_names:
             expected = max(self.n_classes, 2)
             _check(
@@ -140,6 +360,12 @@ class ModelConfig:
         normalization: NormalizationConfig | None = None,
     ) -> ModelConfig:
         """Our compact U-Net: widths double per level, the bottleneck is halved for bilinear."""
+        base_width = check_argument("base_width", base_width, int)
+        depth = check_argument("depth", depth, int)
+        in_channels = check_argument("in_channels", in_channels, int)
+        n_classes = check_argument("n_classes", n_classes, int)
+        upsampling = check_argument("upsampling", upsampling, Upsampling)
+        task = check_argument("task", task, Task)
         _check(base_width >= 1, f"base_width must be at least 1, got {base_width}.")
         _check(1 <= depth <= 6, f"depth must be between 1 and 6, got {depth}.")
         factor = 2 if upsampling == "bilinear" else 1
@@ -158,8 +384,10 @@ class ModelConfig:
             upsampling=upsampling,
             conv_bias=False,
             task=task,
-            class_names=tuple(class_names),
-            normalization=normalization or NormalizationConfig(),
+            class_names=check_argument("class_names", class_names, tuple[str, ...]),
+            normalization=NormalizationConfig()
+            if normalization is None
+            else settings(NormalizationConfig, normalization, "normalization"),
         )
 
     def replace(self, **changes: Any) -> ModelConfig:
@@ -172,24 +400,30 @@ class ModelConfig:
         return json.dumps(self.to_dict(), sort_keys=True, indent=indent, default=_plain_value)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+    def from_dict(cls, data: Any) -> ModelConfig:
+        """Settings read from a file: every value is checked here, so a bad file fails at load."""
+        _check(
+            isinstance(data, Mapping),
+            f"model settings must be a JSON object, got {type(data).__name__}.",
+        )
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(map(str, data)) - known)
         _check(
             not unknown,
             f"unknown model settings {unknown}; this file needs a newer napari-unetseg.",
         )
-        values = dict(data)
-        for key in ("encoder_channels", "decoder_channels", "decoder_mid_channels", "class_names"):
-            if key in values:
-                values[key] = tuple(values[key])
-        if isinstance(values.get("normalization"), dict):
-            values["normalization"] = NormalizationConfig(**values["normalization"])
-        return cls(**values)
+        try:
+            return cls(**data)
+        except TypeError as error:  # a required setting is missing
+            raise ConfigError(f"incomplete model settings: {error}.") from None
 
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except RecursionError:
+            raise ConfigError("the stored settings are nested too deeply to be ours.") from None
+        return cls.from_dict(data)
 
 
 @dataclass(frozen=True)
@@ -232,7 +466,14 @@ class TrainConfig:
     threads: int | None = None
     correct_class_shares: bool = True
 
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """Build from a dict of settings; unknown names are a ConfigError that lists the known."""
+        result: TrainConfig = _from_mapping(cls, values, "train")
+        return result
+
     def __post_init__(self) -> None:
+        _check_fields(self)
         _check_choice("mode", self.mode, ("sparse", "dense", "objects", "objects-dense"))
         _check_choice("loss", self.loss, ("auto", "bce+dice", "dice", "bce", "ce+dice", "ce"))
         _check(
@@ -291,8 +532,9 @@ class PredictConfig:
     ``tile_size`` is rounded down to a multiple of the network's minimum size; tiles overlap by
     ``overlap`` pixels on each side (at most a quarter of the tile) and are blended with a
     smooth ramp, so no seams show.
-    ``precision="auto"`` uses bfloat16 on CPUs with native bfloat16 support and float16 on
-    CUDA, float32 elsewhere.
+    ``precision="auto"`` uses bfloat16 on CPUs with native bfloat16 support and bfloat16 or
+    float16 on CUDA, float32 elsewhere; the lower precision is kept only where it agrees
+    with float32 on the model's first tile (:mod:`napari_unetseg.core.precision`).
     """
 
     tile_size: int = 576
@@ -303,7 +545,14 @@ class PredictConfig:
     channels_last: bool = True
     min_object_size: int = 15
 
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> PredictConfig:
+        """Build from a dict of settings; unknown names are a ConfigError that lists the known."""
+        result: PredictConfig = _from_mapping(cls, values, "predict")
+        return result
+
     def __post_init__(self) -> None:
+        _check_fields(self)
         _check(32 <= self.tile_size <= 4096, f"tile_size must be 32..4096, got {self.tile_size}.")
         _check(self.overlap >= 0, f"overlap must not be negative, got {self.overlap}.")
         if self.overlap > self.tile_size // 4:

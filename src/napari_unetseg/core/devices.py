@@ -26,6 +26,11 @@ def select_device(preference: str | torch.device = "auto") -> torch.device:
     """CUDA, then Apple MPS, then CPU for ``"auto"``; otherwise the named device, checked."""
     if isinstance(preference, torch.device):
         preference = str(preference)
+    if not isinstance(preference, str):
+        raise ConfigError(
+            f"device={preference!r} ({type(preference).__name__}) cannot be used: pass 'auto', "
+            "'cpu', 'cuda', 'cuda:N' or 'mps'."
+        )
     preference = preference.strip().lower()
     if preference == "auto":
         return torch.device(available_devices()[0])

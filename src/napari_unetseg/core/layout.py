@@ -140,6 +140,18 @@ def guess_axes(shape: tuple[int, ...], in_channels: int) -> str:
     if ndim < 2:
         raise InputError(f"an image needs at least 2 dimensions (Y, X); got shape {shape}.")
     if in_channels == 1:
+        if ndim >= 3 and shape[-1] in (1, 2) and shape[-2] > 4:
+            what = (
+                "a channel axis of length 1: pass axes='YXC' (with stack letters in front, "
+                "e.g. 'ZYXC'), or drop it with image[..., 0]"
+                if shape[-1] == 1
+                else "2 channels, but the model expects 1: pick one with image[..., 0], or use "
+                "a model trained on 2 channels (then pass axes='YXC')"
+            )
+            raise InputError(
+                f"the image of shape {shape} ends in an axis of length {shape[-1]}, which looks "
+                f"like {what}. Pass axes='ZYX' if the last axis really is X."
+            )
         if ndim >= 3 and shape[-1] in (3, 4) and shape[-2] > 4:
             raise InputError(
                 f"the image of shape {shape} looks like RGB(A) but the model expects 1 channel. "
@@ -175,10 +187,34 @@ def guess_axes(shape: tuple[int, ...], in_channels: int) -> str:
 
 def resolve_layout(image: Any, in_channels: int, axes: str | None = None) -> ImageLayout:
     """Name the axes of ``image`` (guessing when ``axes`` is None) and check the dtype."""
+    if type(image).__module__.split(".")[0] == "torch":
+        raise InputError(
+            "the image is a torch tensor; pass a numpy array instead, e.g. "
+            "image.detach().cpu().numpy()."
+        )
+    if axes is not None and not isinstance(axes, str):
+        raise InputError(
+            f"axes={axes!r} ({type(axes).__name__}) cannot be used: pass a string of axis "
+            "letters such as 'YX', 'YXC', 'CYX' or 'ZYX', or None to guess."
+        )
     shape = tuple(int(n) for n in getattr(image, "shape", ()))
     if not shape:
-        raise InputError(f"expected an array with a shape, got {type(image).__name__}.")
-    dtype = np.dtype(getattr(image, "dtype", np.float32))
+        raise InputError(
+            f"expected an image array (numpy, dask or zarr) with a shape, got "
+            f"{type(image).__name__}."
+        )
+    if 0 in shape:
+        raise InputError(
+            f"the image of shape {shape} is empty (an axis of length 0); choose an image, or "
+            "a part of one, with pixels in it."
+        )
+    try:
+        dtype = np.dtype(getattr(image, "dtype", np.float32))
+    except TypeError:
+        raise InputError(
+            f"the image's dtype {getattr(image, 'dtype', None)!r} is not a numpy dtype; pass a "
+            "numpy, dask or zarr array."
+        ) from None
     if dtype.kind not in "uif":
         raise InputError(
             f"images of dtype {dtype} cannot be segmented; convert to an integer or float type "

@@ -763,6 +763,7 @@ def predict_iter(
     out_labels: Any = None,
     normalizer: Normalizer | None = None,
     rows: tuple[int, int] | None = None,
+    network: nn.Module | None = None,
 ) -> Generator[PredictProgress, None, Prediction]:
     """Predict every plane (or the given stack indices); yields progress, returns the result.
 
@@ -775,6 +776,10 @@ def predict_iter(
     ``normalizer``: statistics fitted beforehand (by default, on this image). ``rows``:
     compute only these rows of each plane (see :func:`predict_plane_iter`), for a class
     model writing into ``out_labels`` / ``out_probabilities``; other rows are not written.
+
+    ``network`` is the inference copy to run (default: :func:`cached_inference_network`);
+    ``model`` itself is never switched to eval mode when a copy runs, so a prediction does
+    not disturb a training of the same model on another thread.
     """
     if min(layout.plane_shape) < model_config.min_size:
         raise InputError(
@@ -820,8 +825,9 @@ def predict_iter(
     lazy = _is_lazy(image, layout)
     next_id = 0
     done_before = 0
-    network = cached_inference_network(model, device, dtype, config.channels_last)
-    with eval_mode(model, network):
+    if network is None:
+        network = cached_inference_network(model, device, dtype, config.channels_last)
+    with eval_mode(network):
         for number, index in enumerate(indices):
             where = f"plane {index}" if index else "the image"
             raw: np.ndarray | PlaneView

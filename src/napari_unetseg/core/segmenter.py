@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Generator
@@ -12,15 +13,37 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import ModelConfig, NormalizationConfig, PredictConfig, Task, TrainConfig, Upsampling
+from .config import (
+    ModelConfig,
+    NormalizationConfig,
+    PredictConfig,
+    Task,
+    TrainConfig,
+    Upsampling,
+    check_argument,
+    settings,
+)
 from .devices import describe_device, inference_dtype, select_device
 from .errors import ConfigError
-from .layout import resolve_layout
+from .layout import ImageLayout, resolve_layout
 from .model import UNet, count_parameters
-from .predict import Prediction, PredictProgress, predict_iter, run_to_end
+from .precision import proven_dtype
+from .predict import (
+    Prediction,
+    PredictProgress,
+    cached_inference_network,
+    predict_iter,
+    run_to_end,
+)
+from .resources import check_memory, parameter_bytes, training_bytes
 from .train import TrainingEvent, TrainingHistory, consume, prepare_planes
 from .train import train_iter as _train_iter
 from .weights import load_weights, save_weights
+
+_SMALLER_MODEL = (
+    "Choose a smaller base_width (the default 16 suits most images; each doubling needs four "
+    "times the memory) or a smaller depth."
+)
 
 
 class Segmenter:
@@ -42,6 +65,9 @@ class Segmenter:
         self.device = select_device(device)
         self.model = model.to(self.device).eval()
         self.source: Path | None = None
+        # Held while a training step changes the weights, and while a prediction copies them
+        # or a save reads them: a Segmenter may be shared between threads.
+        self._lock = threading.RLock()
 
     # ----------------------------------------------------------------- construction
 
@@ -84,6 +110,11 @@ class Segmenter:
             class_names=class_names,
             normalization=normalization,
         )
+        seed = check_argument("seed", seed, int | None)
+        device = (
+            device if isinstance(device, torch.device) else check_argument("device", device, str)
+        )
+        check_memory(parameter_bytes(config), "the model's weights", _SMALLER_MODEL)
         if seed is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
@@ -102,7 +133,8 @@ class Segmenter:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Save weights and settings; ``.safetensors`` is recommended. The write is atomic."""
-        saved = save_weights(path, self.model, self.config)
+        with self._lock:
+            saved = save_weights(path, self.model, self.config)
         self.source = saved
         return saved
 
@@ -164,7 +196,7 @@ class Segmenter:
     # ----------------------------------------------------------------- training
 
     def _resolve_train_config(self, config: TrainConfig | None) -> TrainConfig:
-        config = config or TrainConfig()
+        config = TrainConfig() if config is None else settings(TrainConfig, config, "config")
         if self.is_objects and not config.is_objects:
             config = config.replace(mode="objects" if config.mode == "sparse" else "objects-dense")
         elif config.is_objects and not self.is_objects:
@@ -192,6 +224,7 @@ class Segmenter:
         normalization = config.normalization or self.config.normalization
         planes = prepare_planes(image, labels, self.config, config, normalization, axes)
         device = self.device if config.device == "auto" else select_device(config.device)
+        self._check_training_memory(planes, config, device)
         if device != self.device:
             self.to(device)
 
@@ -211,16 +244,53 @@ class Segmenter:
             }
             self.config = self.config.replace(normalization=normalization, training=summary)
 
-        return _train_iter(
-            self.model,
-            self.config,
-            planes,
-            config,
-            self.device,
-            stop=stop,
-            on_finish=record,
-            start_is_candidate=self.is_trained,
+        return self._one_step_at_a_time(
+            _train_iter(
+                self.model,
+                self.config,
+                planes,
+                config,
+                self.device,
+                stop=stop,
+                on_finish=record,
+                start_is_candidate=self.is_trained,
+            )
         )
+
+    def _check_training_memory(
+        self, planes: list[Any], config: TrainConfig, device: torch.device
+    ) -> None:
+        """Refuse a batch of patches that would not fit in memory, before training starts."""
+        if isinstance(self.model, torch.jit.ScriptModule):
+            return
+        multiple = self.config.min_size
+        largest = max(max(p.classes.shape) for p in planes)
+        patch = max(multiple, min(config.patch_size, -(-largest // multiple) * multiple))
+        advice = (
+            f"Use a smaller batch_size (now {config.batch_size}) or patch_size (now "
+            f"{config.patch_size}), e.g. TrainConfig(batch_size=8, patch_size=128), the defaults."
+        )
+        with self._lock:
+            needed = training_bytes(self.model, self.config, config.batch_size, patch)
+        check_memory(needed, f"training {config.batch_size} patches of {patch}² px", advice, device)
+
+    def _one_step_at_a_time(
+        self, events: Generator[TrainingEvent, None, TrainingHistory]
+    ) -> Generator[TrainingEvent, None, TrainingHistory]:
+        """``events``, each step run under the lock: predictions and saves see whole steps."""
+        try:
+            with self._lock:
+                event = next(events)
+            while True:
+                sent = yield event
+                with self._lock:
+                    event = events.send(sent)
+        except StopIteration as finished:
+            history: TrainingHistory = finished.value
+            return history
+        finally:
+            with self._lock:
+                events.close()  # a stopped training restores its best weights here
 
     def train(
         self,
@@ -239,8 +309,46 @@ class Segmenter:
     def _predict_config(
         self, config: PredictConfig | None, overrides: dict[str, Any]
     ) -> PredictConfig:
-        config = config or PredictConfig()
-        return config.replace(**overrides) if overrides else config
+        config = PredictConfig() if config is None else settings(PredictConfig, config, "config")
+        if not overrides:
+            return config
+        return PredictConfig.from_mapping({**dataclasses.asdict(config), **overrides})
+
+    def _check_planes(self, planes: Any, layout: ImageLayout) -> list[tuple[int, ...]] | None:
+        """``planes=`` as stack indices that exist in this image, or a ConfigError that says so."""
+        if planes is None:
+            return None
+        stack = layout.stack_shape
+        example = f"[{tuple(0 for _ in stack)}]" if stack else "None"
+        if isinstance(planes, str | bytes) or not isinstance(planes, list | tuple):
+            raise ConfigError(
+                f"planes={planes!r} cannot be used: pass a list of stack indices, one tuple of "
+                f"{len(stack)} numbers each for an image of stack shape {stack}, e.g. "
+                f"planes={example}."
+            )
+        checked = []
+        for index in planes:
+            if not isinstance(index, tuple | list) or not all(
+                isinstance(i, int | np.integer) and not isinstance(i, bool) for i in index
+            ):
+                raise ConfigError(
+                    f"planes entry {index!r} cannot be used: each entry is a tuple of "
+                    f"{len(stack)} whole numbers, e.g. planes={example}."
+                )
+            if len(index) != len(stack) or not all(
+                0 <= int(i) < n for i, n in zip(index, stack, strict=False)
+            ):
+                raise ConfigError(
+                    f"planes entry {tuple(index)} is not a plane of this image: its stack axes "
+                    f"({layout.axes[: len(stack)] or 'none'}) have shape {stack}"
+                    + (
+                        f", so each entry is a tuple of {len(stack)} indices, e.g. planes={example}."
+                        if stack
+                        else "; a single 2-D image needs no planes=."
+                    )
+                )
+            checked.append(tuple(int(i) for i in index))
+        return checked
 
     def predict_iter(
         self,
@@ -262,10 +370,19 @@ class Segmenter:
         """
         config = self._predict_config(config, overrides)
         layout = resolve_layout(image, self.config.in_channels, axes)
+        planes = self._check_planes(planes, layout)
         device = self.device if config.device == "auto" else select_device(config.device)
         if device != self.device:
             self.to(device)
         dtype = inference_dtype(self.device, config.precision)
+        with self._lock:
+            # A consistent copy of the weights, even while another thread trains this model;
+            # the model's own train/eval mode is left alone.
+            if config.precision == "auto":
+                dtype = proven_dtype(
+                    self.model, self.config, image, layout, config, self.device, dtype
+                )
+            network = cached_inference_network(self.model, self.device, dtype, config.channels_last)
         return predict_iter(
             self.model,
             self.config,
@@ -279,6 +396,7 @@ class Segmenter:
             planes=planes,
             out_probabilities=out_probabilities,
             out_labels=out_labels,
+            network=network,
         )
 
     def predict_proba(

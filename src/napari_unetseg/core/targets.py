@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from skimage.segmentation import find_boundaries
 
-from .config import TrainConfig
+from .config import MAX_CLASSES, TrainConfig
 from .errors import InputError
 
 #: Classes of an object model.
@@ -88,6 +88,13 @@ def check_painted_classes(
                 + " Unpainted pixels (0) are ignored."
             )
         if config.mode == "sparse":
+            if max(painted) > MAX_CLASSES:
+                raise InputError(
+                    f"label {max(painted)} is painted, but classes are painted as 1 "
+                    f"(background), 2, 3, ... and a model has at most {MAX_CLASSES} classes. "
+                    "If each object has its own label, train with mode='objects'; otherwise "
+                    "relabel the classes as 1, 2, 3, ..."
+                )
             if max(painted) > n_classes:
                 raise InputError(
                     f"label {max(painted)} is painted but the model has {n_classes} classes, so labels "
@@ -109,6 +116,12 @@ def check_painted_classes(
                     "no object is painted: paint each object with its own label from 2."
                 )
     else:
+        if config.mode == "dense" and present and max(present) >= MAX_CLASSES:
+            raise InputError(
+                f"label {max(present)} appears, but dense classes are 0 (background), 1, 2, ... "
+                f"and a model has at most {MAX_CLASSES} classes. If each object has its own "
+                "label, train with mode='objects-dense'; otherwise relabel the classes."
+            )
         if config.mode == "dense" and present and max(present) >= n_classes:
             raise InputError(
                 f"label {max(present)} appears but the model has {n_classes} classes, so dense labels "

@@ -17,13 +17,19 @@ and ``torch.load`` then always runs with ``weights_only=True``.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import pickle
 import pickletools
 import re
-import tempfile
+import secrets
+import socket
+import stat
+import time
 import zipfile
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,26 +81,136 @@ class LoadedWeights:
 # --------------------------------------------------------------------------- saving
 
 
+#: Temporary files of a save are named ``.{target}.{host}-{pid}.{random}.tmp``; the owner part
+#: tells a later save whether the process that wrote one is gone (killed mid-save).
+_TEMPORARY = re.compile(
+    r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9-]*)-(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$"
+)
+#: Temporaries of earlier versions (``mkstemp``: eight random characters).
+_OLD_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.tmp$")
+#: A temporary this old is left from a killed save even when its owner cannot be checked.
+STALE_SECONDS = 6 * 3600
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
+
+
+def _process_gone(pid: int) -> bool:
+    """True when no process ``pid`` runs on this host (POSIX only; elsewhere never sure)."""
+    if os.name != "posix" or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # exists, owned by someone else
+    return False
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Delete temporaries of ``path`` left by saves that were killed; returns what was removed.
+
+    A temporary is stale when the process that wrote it (same host) is gone, or when it is
+    older than :data:`STALE_SECONDS`. Saves in progress elsewhere are left alone.
+    """
+    removed: list[Path] = []
+    host, now = _host(), time.time()
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not (entry.name.startswith(f".{path.name}.") and entry.name.endswith(".tmp")):
+            continue
+        ours = _TEMPORARY.match(entry.name)
+        match = ours or _OLD_TEMPORARY.match(entry.name)
+        if match is None or match.group("target") != path.name:
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+            gone = (
+                ours is not None
+                and ours.group("host") == host
+                and int(ours.group("pid")) != os.getpid()
+                and _process_gone(int(ours.group("pid")))
+            )
+            if gone or age > STALE_SECONDS:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue  # another save removed it first, or it is not ours to remove
+    return removed
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _create_temporary(path: Path) -> Path:
+    """A new, empty temporary file beside ``path``, named after its owner process."""
+    while True:
+        temporary = path.parent / f".{path.name}.{_host()}-{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # pragma: no cover - 32 random bits
+            continue
+        os.close(handle)
+        return temporary
+
+
+def _target_mode(path: Path) -> int:
+    """The permissions of the file being replaced, or those the umask gives a new file."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _set_mode(temporary: Path, mode: int) -> None:
+    with contextlib.suppress(OSError):  # file systems without POSIX modes
+        os.chmod(temporary, mode)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(temporary_path)`` then rename over ``path``: readers never see half a file."""
+    """Call ``write(temporary_path)`` then rename over ``path``: readers never see half a file.
+
+    The file gets the permissions a new file has under the umask, or keeps those of the file
+    it replaces. Temporaries left by killed saves of ``path`` are removed first.
+    """
     atomic_write_many([(Path(path), write)])
 
 
 def atomic_write_many(items: Sequence[tuple[Path, Callable[[Path], None]]]) -> None:
     """Write every file to a temporary name first, then rename them all into place.
 
-    If any write fails, no target is touched and every temporary file is removed, so a
-    weights file and its JSON settings are never left from two different saves.
+    If any write fails, no target is touched and every temporary file is removed. The renames
+    happen in the order given; a failure between them leaves the earlier targets replaced, so
+    callers put the file that matters first (a weights file carries its own settings).
     """
     temporaries: list[Path] = []
     try:
         for path, write in items:
             path.parent.mkdir(parents=True, exist_ok=True)
-            handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            os.close(handle)
-            temporary = Path(name)
+            remove_stale_temporaries(path)
+            temporary = _create_temporary(path)
             temporaries.append(temporary)
             write(temporary)
+            # Set after writing: some writers (safetensors) recreate the file they are given.
+            _set_mode(temporary, _target_mode(path))
             with open(temporary, "rb") as written:
                 os.fsync(written.fileno())
         for temporary, (path, _) in zip(temporaries, items, strict=True):
@@ -126,11 +242,45 @@ def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def save_weights(path: str | os.PathLike[str], model: nn.Module, config: ModelConfig) -> Path:
-    """Save as native ``.safetensors`` (weights + config) or ``.pt``/``.pth`` plus a JSON beside it.
+def _state_with_settings(model: nn.Module, config: ModelConfig) -> OrderedDict[str, torch.Tensor]:
+    """A plain state dict that also carries our settings, for ``torch.save``.
 
-    The write is atomic: until it has fully succeeded, an existing file of that name (and its
-    JSON settings) is left as it was.
+    The settings ride in the state dict's ``_metadata`` (where PyTorch keeps module versions):
+    ``load_state_dict`` and other tools ignore them, ``torch.load(weights_only=True)`` keeps
+    them, and the weights file then describes itself even without its JSON copy.
+    """
+    state: OrderedDict[str, torch.Tensor] = OrderedDict(_plain_state(model))
+    metadata = getattr(model.state_dict(), "_metadata", None) or {}
+    root = dict(metadata.get("", {}))
+    root[METADATA_KEY] = config_json(config)
+    state._metadata = {**metadata, "": root}  # type: ignore[attr-defined]
+    return state
+
+
+def _embedded_config(obj: Any, path: Path) -> ModelConfig | None:
+    """Settings that :func:`save_weights` stored inside a ``.pt``/``.pth`` state dict, if any."""
+    metadata = getattr(obj, "_metadata", None)
+    root = metadata.get("") if isinstance(metadata, Mapping) else None
+    text = root.get(METADATA_KEY) if isinstance(root, Mapping) else None
+    if not isinstance(text, str):
+        return None
+    return _config_from_json(text, path)
+
+
+def _is_our_sidecar(side: Path) -> bool:
+    """True when ``side`` holds settings napari-unetseg wrote (so a save may replace it)."""
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and {"in_channels", "encoder_channels"} <= data.keys()
+
+
+def check_save_target(path: str | os.PathLike[str], probe: bool = True) -> Path:
+    """The path a model can be saved to, or a WeightsFileError saying why not.
+
+    With ``probe``, the folder is created if needed and a temporary file written and removed
+    there, so that a long training can check its output before it starts.
     """
     path = Path(path).expanduser()
     suffix = path.suffix.lower()
@@ -142,6 +292,39 @@ def save_weights(path: str | os.PathLike[str], model: nn.Module, config: ModelCo
         raise WeightsFileError(
             f"cannot save to {path}: it is a folder; give a file name inside it."
         )
+    side = sidecar_path(path)
+    if suffix in (".pt", ".pth") and (
+        side.is_dir() or (side.exists() and not _is_our_sidecar(side))
+    ):
+        raise WeightsFileError(
+            f"cannot save to {path.name}: its settings go to {side.name} beside it, and that "
+            f"{'is a folder' if side.is_dir() else 'file is not napari-unetseg settings'}, so it "
+            f"was left alone. Save as {path.stem}.safetensors (one file) or choose another name."
+        )
+    if probe:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _create_temporary(path).unlink()
+        except OSError as error:
+            raise WeightsFileError(
+                f"cannot save to {path}: the folder {path.parent} cannot be written "
+                f"({error.strerror or error}). Choose a folder you can write to."
+            ) from None
+    return path
+
+
+def save_weights(path: str | os.PathLike[str], model: nn.Module, config: ModelConfig) -> Path:
+    """Save as native ``.safetensors`` (weights + config) or ``.pt``/``.pth`` plus a JSON beside it.
+
+    The write is atomic: until it has fully succeeded, an existing file of that name is left
+    as it was. A ``.pt``/``.pth`` state dict carries its settings inside (see
+    :func:`_state_with_settings`); the JSON beside it is a readable copy, written after the
+    weights, and never replaces a JSON file that napari-unetseg did not write. Files get the
+    permissions of the file they replace, or those the umask gives a new file.
+    """
+    path = check_save_target(path, probe=False)
+    suffix = path.suffix.lower()
+    side = sidecar_path(path)
     writes: list[tuple[Path, Callable[[Path], None]]] = []
     if isinstance(model, torch.jit.ScriptModule):
         if suffix == ".safetensors":
@@ -154,15 +337,15 @@ def save_weights(path: str | os.PathLike[str], model: nn.Module, config: ModelCo
         metadata = {METADATA_KEY: config_json(config), "format": "pt"}
         writes.append((path, lambda tmp: save_file(state, str(tmp), metadata=metadata)))
     else:
-        state = _plain_state(model)
-        writes.append((path, lambda tmp: torch.save(state, str(tmp))))
+        state_with_settings = _state_with_settings(model, config)
+        writes.append((path, lambda tmp: torch.save(state_with_settings, str(tmp))))
     if suffix in (".pt", ".pth"):
         text = config_json(config, indent=2)
 
         def write_sidecar(tmp: Path) -> None:
             tmp.write_text(text, encoding="utf-8")
 
-        writes.append((sidecar_path(path), write_sidecar))
+        writes.append((side, write_sidecar))
     atomic_write_many(writes)
     return path
 
@@ -196,32 +379,63 @@ _STRING_OPS = frozenset(
 )
 
 
+class _Mark:
+    """The MARK opcode's entry on the simulated stack."""
+
+
+_MARK = _Mark()
+_GET_OPS = frozenset({"GET", "BINGET", "LONG_BINGET"})
+_PUT_OPS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+
+
 def scan_pickle(stream: IO[bytes], pickles: int = 1) -> PickleScan:
     """List the globals that up to ``pickles`` consecutive pickles in ``stream`` would import.
 
     Only opcodes are read (:func:`pickletools.genops`); nothing is constructed or imported.
-    ``complete`` is False when the stream ends or breaks before the expected pickles did.
+    The unpickler's stack is simulated from each opcode's documented effect, so the module
+    and name a ``STACK_GLOBAL`` takes are the ones really on the stack, however many decoy
+    strings were pushed and popped before; a name that is not a plain string there is
+    reported as ``"<computed>"``, which counts as unsafe. ``complete`` is False when the
+    stream ends or breaks before the expected pickles did.
     """
     scan = PickleScan()
-    memo: dict[Any, Any] = {}
-    strings: list[Any] = []
     try:
         for _ in range(pickles):
+            stack: list[Any] = []
+            memo: dict[Any, Any] = {}
             for opcode, arg, _pos in pickletools.genops(stream):
                 name = opcode.name
-                if name in _STRING_OPS:
-                    strings.append(arg)
-                elif name in ("GLOBAL", "INST"):
+                if name in ("GLOBAL", "INST"):
                     scan.globals.append(str(arg).replace(" ", "."))
-                elif name == "STACK_GLOBAL":
-                    module, qualname = strings[-2:] if len(strings) >= 2 else ["?", "?"]
-                    scan.globals.append(f"{module}.{qualname}")
-                elif name == "MEMOIZE":
-                    memo[len(memo)] = strings[-1] if strings else None
-                elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                    memo[arg] = strings[-1] if strings else None
-                elif name in ("GET", "BINGET", "LONG_BINGET"):
-                    strings.append(memo.get(arg))
+                if name in ("MEMOIZE", *_PUT_OPS):
+                    memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1] if stack else None
+                    continue
+                before = opcode.stack_before
+                if pickletools.markobject in before:
+                    while stack and stack[-1] is not _MARK:
+                        stack.pop()
+                    if stack:
+                        stack.pop()
+                    count = before.index(pickletools.markobject)
+                else:
+                    count = len(before)
+                popped = [stack.pop() if stack else None for _ in range(count)][::-1]
+                if name == "STACK_GLOBAL":
+                    module, qualname = popped if len(popped) == 2 else (None, None)
+                    if isinstance(module, str) and isinstance(qualname, str):
+                        scan.globals.append(f"{module}.{qualname}")
+                    else:
+                        scan.globals.append("<computed>")
+                pushed: list[Any] = [None] * len(opcode.stack_after)
+                if name in _STRING_OPS:
+                    pushed = [arg.decode("latin-1") if isinstance(arg, bytes) else arg]
+                elif name in _GET_OPS:
+                    pushed = [memo.get(arg)]
+                elif name == "MARK":
+                    pushed = [_MARK]
+                elif name == "DUP":
+                    pushed = [popped[0] if popped else None] * 2
+                stack.extend(pushed)
     except (ValueError, EOFError, pickle.UnpicklingError, IndexError, OSError):
         return scan
     scan.complete = True
@@ -420,7 +634,45 @@ def infer_config(state: Mapping[str, torch.Tensor], path: Path | None = None) ->
         ) from None
 
 
+def _check_shapes(state: Mapping[str, torch.Tensor], config: ModelConfig, path: Path) -> None:
+    """Compare the file's tensors with the layout its settings claim, before allocating it.
+
+    The layout is built on the ``meta`` device (shapes only), so settings claiming a huge
+    network in a small file cost nothing to refuse.
+    """
+    try:
+        with torch.device("meta"):
+            skeleton = UNet(config)
+    except (UnetSegError, ValueError, RuntimeError) as error:
+        raise WeightsFileError(
+            f"{path.name}: its settings do not describe a U-Net ({error})."
+        ) from None
+    expected = {
+        k: tuple(v.shape)
+        for k, v in skeleton.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
+    problems = [f"'{k}' is missing" for k in expected if k not in state]
+    problems += [
+        f"'{k}' has shape {tuple(state[k].shape)}, the settings say {shape}"
+        for k, shape in expected.items()
+        if k in state and tuple(state[k].shape) != shape
+    ]
+    problems += [
+        f"'{k}' is not part of that layout"
+        for k in state
+        if k not in expected and not k.endswith("num_batches_tracked")
+    ]
+    if problems:
+        more = f" and {len(problems) - 2} more" if len(problems) > 2 else ""
+        raise WeightsFileError(
+            f"{path.name}: the weights do not fit the U-Net layout they appear to have "
+            f"({'; '.join(problems[:2])}{more}). {FORMAT_HELP}."
+        )
+
+
 def build_model(state: Mapping[str, torch.Tensor], config: ModelConfig, path: Path) -> UNet:
+    _check_shapes(state, config, path)
     try:
         model = UNet(config)
     except (UnetSegError, ValueError, RuntimeError) as error:
@@ -440,8 +692,21 @@ def build_model(state: Mapping[str, torch.Tensor], config: ModelConfig, path: Pa
             f"{path.name}: the weights do not fit the U-Net layout they appear to have "
             f"({' '.join(s.strip() for s in first)}). {FORMAT_HELP}."
         ) from None
+    check_finite_weights(model, path)
     model.eval()
     return model
+
+
+def check_finite_weights(model: nn.Module, path: Path) -> None:
+    """Refuse weights holding NaN or infinity: every prediction from them would be garbage."""
+    tensors = itertools.chain(model.named_parameters(), model.named_buffers())
+    for name, tensor in tensors:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise WeightsFileError(
+                f"{path.name}: its weights hold NaN or infinite values (first in '{name}'), "
+                "so every prediction would be meaningless; the training that wrote it probably "
+                "diverged. Use an earlier weights file, or train again with a lower learning rate."
+            )
 
 
 def _read_sidecar(path: Path) -> ModelConfig | None:
@@ -451,13 +716,13 @@ def _read_sidecar(path: Path) -> ModelConfig | None:
         return None
     try:
         data = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None  # not our JSON (ours is always valid); someone else's notes
     if not isinstance(data, dict) or not {"in_channels", "encoder_channels"} <= data.keys():
         return None
     try:
         return ModelConfig.from_dict(data)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, RecursionError) as error:
         raise WeightsFileError(
             f"{side.name} (the settings beside {path.name}) cannot be used: {error} "
             f"Move {side.name} away to load {path.name} with its layout inferred."
@@ -503,6 +768,7 @@ def _load_torchscript(path: Path) -> LoadedWeights:
             f"incomplete ({type(error).__name__}). {FORMAT_HELP}."
         ) from None
     scripted.eval()
+    check_finite_weights(scripted, path)
     config = _read_sidecar(path) or _torchscript_config(scripted, path)
     return LoadedWeights(scripted, config.replace(origin="torchscript"), path, "torchscript")
 
@@ -510,16 +776,21 @@ def _load_torchscript(path: Path) -> LoadedWeights:
 def _load_safetensors(path: Path) -> LoadedWeights:
     tensors, metadata = _read_safetensors(path)
     if METADATA_KEY in metadata:
-        try:
-            config = ModelConfig.from_json(metadata[METADATA_KEY])
-        except (ValueError, TypeError) as error:
-            raise WeightsFileError(
-                f"{path.name}: its stored settings are invalid ({error}). {FORMAT_HELP}."
-            ) from None
+        config = _config_from_json(metadata[METADATA_KEY], path)
         return LoadedWeights(build_model(tensors, config, path), config, path, "native")
     state = _unwrap_state_dict(tensors, path)
     config = infer_config(state, path)
     return LoadedWeights(build_model(state, config, path), config, path, "safetensors")
+
+
+def _config_from_json(text: str, path: Path) -> ModelConfig:
+    """Settings stored inside a weights file, or a :class:`WeightsFileError` that says why not."""
+    try:
+        return ModelConfig.from_json(text)
+    except (ValueError, TypeError, RecursionError) as error:
+        raise WeightsFileError(
+            f"{path.name}: its stored settings are invalid ({error}). {FORMAT_HELP}."
+        ) from None
 
 
 def _looks_like_pickle(head: bytes) -> bool:
@@ -582,7 +853,12 @@ def load_weights(path: str | os.PathLike[str]) -> LoadedWeights:
         raise WeightsFileError(
             f"{path.name} is not a weights file napari-unetseg knows. {FORMAT_HELP}."
         )
-    state = _unwrap_state_dict(_torch_load(path, is_zip), path)
+    loaded = _torch_load(path, is_zip)
+    state = _unwrap_state_dict(loaded, path)
+    embedded = _embedded_config(loaded, path)
+    if embedded is not None:
+        # Saved by us: the settings inside win over a JSON beside it, which may be older.
+        return LoadedWeights(build_model(state, embedded, path), embedded, path, "state_dict")
     sidecar = _read_sidecar(path)
     if sidecar is None:
         config = infer_config(state, path)
