@@ -98,7 +98,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from napari_unetseg.core import Segmenter, TrainConfig
 
     if args.weights and Path(args.weights).exists():
-        segmenter = Segmenter.load(args.weights, device=args.device)
+        segmenter = Segmenter.load(args.weights, device=args.device, trust_code=args.trust_code)
     else:
         image = _read_image(args.image[0])
         channels = (
@@ -130,7 +130,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from napari_unetseg.core import Segmenter
     from napari_unetseg.core.predict import PredictProgress, run_to_end
 
-    segmenter = Segmenter.load(args.weights, device=args.device)
+    segmenter = Segmenter.load(args.weights, device=args.device, trust_code=args.trust_code)
     for path in args.images:
         out = Path(args.output_dir or Path(path).parent) / (Path(path).stem + "_labels.tif")
         if out.exists() and not args.overwrite:
@@ -157,9 +157,23 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from napari_unetseg.core import Segmenter
+    from napari_unetseg.core.trust import describe_untrusted
 
-    print(Segmenter.load(args.weights, device="cpu").describe())
+    # A file that holds code is described from its zip entries only, unless the user trusts it.
+    summary = None if args.trust_code else describe_untrusted(args.weights)
+    if summary is None:
+        summary = Segmenter.load(args.weights, device="cpu", trust_code=args.trust_code).describe()
+    print(summary)
     return 0
+
+
+def _add_trust_code(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="allow weights that contain code (TorchScript); it runs with your rights, so only "
+        "for files from a source you trust",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--axes", default=None, help="e.g. YX, CYX, ZYX, YXC")
     train.add_argument("--device", default="auto")
+    _add_trust_code(train)
     train.set_defaults(run=_cmd_train)
 
     segment = sub.add_parser(
@@ -203,10 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     segment.add_argument("--device", default="auto")
     segment.add_argument("--overwrite", action="store_true")
+    _add_trust_code(segment)
     segment.set_defaults(run=_cmd_segment)
 
     info = sub.add_parser("info", help="describe a weights file")
     info.add_argument("weights")
+    _add_trust_code(info)
     info.set_defaults(run=_cmd_info)
     return parser
 

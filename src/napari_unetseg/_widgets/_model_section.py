@@ -11,6 +11,7 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QMessageBox,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -27,13 +28,29 @@ NO_MODEL = (
     "No model yet. Paint on a Labels layer and press Start under Train to make one, "
     "load a weights file, or make a new model below."
 )
-WEIGHTS_FILTER = "Weights (*.safetensors *.pth *.pt *.ckpt *.bin);;All files (*)"
+WEIGHTS_FILTER = (
+    "Weights (*.safetensors *.pth *.pt *.ckpt *.bin *.ts *.torchscript *.zip);;All files (*)"
+)
 
 
-def _load(path: str) -> Any:
+def _load(path: str, trust_code: bool = False) -> Any:
     from napari_unetseg.core import Segmenter
 
-    return Segmenter.load(path)
+    return Segmenter.load(path, trust_code=trust_code)
+
+
+def ask_trust(parent: QWidget | None, path: str | Path) -> bool:
+    """Ask before loading a file that holds code; No is the default answer."""
+    from napari_unetseg.core.trust import CONSENT_QUESTION
+
+    answer = QMessageBox.question(
+        parent,
+        "This file contains code",
+        CONSENT_QUESTION.format(name=Path(path).name),
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return bool(answer == QMessageBox.StandardButton.Yes)
 
 
 class ModelSection(QGroupBox):
@@ -107,16 +124,26 @@ class ModelSection(QGroupBox):
             self.load(path)
 
     def load(self, path: str | Path) -> Any:
-        """Load a weights file in a worker thread; the model replaces the current one."""
+        """Load a weights file in a worker thread; the model replaces the current one.
+
+        A file that holds code (TorchScript) is loaded only after the user confirms a question.
+        """
+        from napari_unetseg.core.trust import requires_trust
+
         if self.session.busy:
             show_error(f"The model is busy {self.session.busy}; wait or press Stop, then load.")
             return None
         name = Path(path).name
+        trust = requires_trust(path)
+        if trust and not ask_trust(self, path):
+            show_info(f"{name} was not loaded: it contains code and was not trusted.")
+            return None
         self.load_button.setEnabled(False)
         self.info.setText(f"Loading {name}…")
         self.worker = start_worker(
             _load,
             str(path),
+            trust,
             connect={
                 "returned": self._loaded,
                 "errored": lambda error: report_exception(error, f"Could not load {name}"),

@@ -93,9 +93,24 @@ class Segmenter:
         return cls(model, config, device)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], device: str | torch.device = "auto") -> Segmenter:
-        """Load any supported weights file (see :mod:`napari_unetseg.core.weights`)."""
-        loaded = load_weights(path)
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        device: str | torch.device = "auto",
+        *,
+        trust_code: bool = False,
+    ) -> Segmenter:
+        """Load any supported weights file (see :mod:`napari_unetseg.core.weights`).
+
+        Parameters
+        ----------
+        trust_code
+            Files that hold code (TorchScript archives, and bioimage.io packages whose only
+            usable weights are TorchScript) run that code when loaded and used; it can read and
+            change your files. They are refused with :class:`TrustRequiredError` unless this is
+            True. Pass True only for files from a source you trust.
+        """
+        loaded = load_weights(path, trust_code=trust_code)
         segmenter = cls(loaded.model, loaded.config, device)
         segmenter.source = loaded.path
         return segmenter

@@ -8,7 +8,7 @@ Formats read:
   checkpoint dictionary; channels, classes and variant come from the tensor shapes;
 - our own model's plain ``state_dict`` saved with ``torch.save`` (with or without a JSON file
   of the same name beside it);
-- TorchScript archives.
+- TorchScript archives, only with the user's consent (``trust_code=True``): they hold code;
 
 Nothing here unpickles arbitrary objects: every pickle is first scanned without being run
 (:mod:`pickletools`) and refused when it names anything but tensors and plain containers,
@@ -37,6 +37,7 @@ from torch import nn
 from .config import ModelConfig, NormalizationConfig
 from .errors import UnetSegError, UnsafeWeightsError, WeightsFileError
 from .model import UNet
+from .trust import EXTRA_CONFIG, is_torchscript, read_config_text, refusal
 
 METADATA_KEY = "napari_unetseg.config"
 FORMAT_HELP = (
@@ -316,13 +317,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 
 def _is_torchscript(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(
-                "/code/" in name or name.endswith("constants.pkl") for name in archive.namelist()
-            )
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
-        return False
+    return is_torchscript(path)
 
 
 def _tensors_of(obj: Mapping[Any, Any]) -> dict[str, torch.Tensor]:
@@ -495,15 +490,20 @@ def _torchscript_config(model: torch.jit.ScriptModule, path: Path) -> ModelConfi
 
 
 def _load_torchscript(path: Path) -> LoadedWeights:
+    """Load a TorchScript archive: this runs its code, so callers ask for consent first."""
+    extra = {EXTRA_CONFIG: ""}
     try:
-        scripted = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+        scripted = torch.jit.load(  # type: ignore[no-untyped-call]
+            str(path), map_location="cpu", _extra_files=extra
+        )
     except Exception as error:
         raise WeightsFileError(
             f"cannot read {path.name}: it looks like a TorchScript archive but is damaged or "
             f"incomplete ({type(error).__name__}). {FORMAT_HELP}."
         ) from None
     scripted.eval()
-    config = _read_sidecar(path) or _torchscript_config(scripted, path)
+    stored = read_config_text(extra[EXTRA_CONFIG], path.name) if extra[EXTRA_CONFIG] else None
+    config = stored or _read_sidecar(path) or _torchscript_config(scripted, path)
     return LoadedWeights(scripted, config.replace(origin="torchscript"), path, "torchscript")
 
 
@@ -527,8 +527,11 @@ def _looks_like_pickle(head: bytes) -> bool:
     return head[:1] == b"\x80" or head[:1] in (b"c", b"(", b"}", b"]", b"i")
 
 
-def load_weights(path: str | os.PathLike[str]) -> LoadedWeights:
+def load_weights(path: str | os.PathLike[str], *, trust_code: bool = False) -> LoadedWeights:
     """Read any supported weights file into a model on the CPU, with its config.
+
+    A file that holds code (TorchScript, or a bioimage.io package whose only usable weights are
+    TorchScript) is refused unless ``trust_code`` is True; then nothing of it is run or loaded.
 
     Raises
     ------
@@ -538,6 +541,8 @@ def load_weights(path: str | os.PathLike[str]) -> LoadedWeights:
     UnsafeWeightsError
         The file holds pickled Python objects that would run code when loaded; it is refused
         without being unpickled.
+    TrustRequiredError
+        The file holds TorchScript code and ``trust_code`` is False.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -568,6 +573,8 @@ def load_weights(path: str | os.PathLike[str]) -> LoadedWeights:
 
     is_zip = head.startswith(b"PK\x03\x04")
     if is_zip and _is_torchscript(path):
+        if not trust_code:
+            raise refusal(path)
         return _load_torchscript(path)
     if not (is_zip or _looks_like_pickle(head)):
         raise WeightsFileError(
