@@ -121,6 +121,32 @@ class Segmenter:
         self.source = saved
         return saved
 
+    def export(
+        self, path: str | os.PathLike[str], format: str | None = None, **bioimageio: Any
+    ) -> Path:
+        """Write the model for other tools; the write is atomic.
+
+        Parameters
+        ----------
+        path
+            The file to write. Without ``format``, its suffix chooses: ``.zip`` a bioimage.io
+            package, ``.onnx`` ONNX, ``.ts``/``.torchscript`` TorchScript.
+        format
+            ``"bioimageio"``, ``"onnx"`` or ``"torchscript"``.
+        **bioimageio
+            Details of a bioimage.io package (authors, licence, citation, sample image, ...);
+            see :func:`napari_unetseg.core.bioimageio.export_package`.
+
+        Notes
+        -----
+        ONNX and bioimage.io need the optional packages of ``pip install
+        'napari-unetseg[bioimageio]'`` (ONNX alone: ``[export]``). Loading the TorchScript file
+        back needs ``trust_code=True``, like any file that holds code.
+        """
+        from .export import export_model
+
+        return export_model(path, self.model, self.config, format, **bioimageio)
+
     def to(self, device: str | torch.device) -> Segmenter:
         self.device = select_device(device)
         self.model.to(self.device)
