@@ -124,7 +124,17 @@ def torchscript_info(path: Path, sidecar: ModelConfig | None = None) -> TorchScr
 def requires_trust(path: str | Path) -> bool:
     """True when loading ``path`` would run code from it, so the user must consent first."""
     path = Path(path).expanduser()
-    return path.is_file() and zipfile.is_zipfile(path) and is_torchscript(path)
+    if not (path.is_file() and zipfile.is_zipfile(path)):
+        return False
+    if is_torchscript(path):
+        return True
+    with zipfile.ZipFile(path) as archive:
+        package = any(n in ("rdf.yaml", "bioimageio.yaml") for n in archive.namelist())
+    if package:
+        from .bioimageio import requires_trust as package_requires_trust
+
+        return package_requires_trust(path)
+    return False
 
 
 def describe_untrusted(path: str | Path) -> str | None:

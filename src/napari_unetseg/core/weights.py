@@ -9,6 +9,7 @@ Formats read:
 - our own model's plain ``state_dict`` saved with ``torch.save`` (with or without a JSON file
   of the same name beside it);
 - TorchScript archives, only with the user's consent (``trust_code=True``): they hold code;
+- bioimage.io model packages (``.zip``), see :mod:`napari_unetseg.core.bioimageio`.
 
 Nothing here unpickles arbitrary objects: every pickle is first scanned without being run
 (:mod:`pickletools`) and refused when it names anything but tensors and plain containers,
@@ -42,7 +43,8 @@ from .trust import EXTRA_CONFIG, is_torchscript, read_config_text, refusal
 METADATA_KEY = "napari_unetseg.config"
 FORMAT_HELP = (
     "napari-unetseg reads .safetensors (its own files and plain state dicts), PyTorch state dicts "
-    "(.pt/.pth, including the classic Pytorch-UNet layout) and TorchScript archives"
+    "(.pt/.pth, including the classic Pytorch-UNet layout), bioimage.io packages (.zip) and, "
+    "with trust_code=True, TorchScript archives"
 )
 #: Keys of checkpoint dictionaries that may wrap the state dict.
 CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
@@ -320,6 +322,14 @@ def _is_torchscript(path: Path) -> bool:
     return is_torchscript(path)
 
 
+def _is_bioimageio(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n in ("rdf.yaml", "bioimageio.yaml") for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return False
+
+
 def _tensors_of(obj: Mapping[Any, Any]) -> dict[str, torch.Tensor]:
     return {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
@@ -572,6 +582,11 @@ def load_weights(path: str | os.PathLike[str], *, trust_code: bool = False) -> L
         return _load_safetensors(path)
 
     is_zip = head.startswith(b"PK\x03\x04")
+    if is_zip and _is_bioimageio(path):
+        from .bioimageio import load_package
+
+        loaded: LoadedWeights = load_package(path, trust_code=trust_code)
+        return loaded
     if is_zip and _is_torchscript(path):
         if not trust_code:
             raise refusal(path)
