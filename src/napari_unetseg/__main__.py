@@ -1,4 +1,4 @@
-"""Command line: ``napari-unetseg demo|train|segment|info`` (also ``python -m napari_unetseg``)."""
+"""Command line: ``napari-unetseg demo|train|segment|info|export`` (also ``python -m napari_unetseg``)."""
 
 from __future__ import annotations
 
@@ -167,6 +167,28 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from napari_unetseg.core import Segmenter
+
+    segmenter = Segmenter.load(args.model, device="cpu", trust_code=args.trust_code)
+    details: dict[str, Any] = {}
+    if args.author:
+        details["authors"] = args.author
+    if args.cite:
+        details["cite"] = [
+            {"text": text, ("url" if where.startswith("http") else "doi"): where}
+            for text, where in args.cite
+        ]
+    for key in ("name", "description", "license"):
+        if getattr(args, key) is not None:
+            details[key] = getattr(args, key)
+    if args.sample:
+        details["sample"] = _read_image(args.sample)
+    saved = segmenter.export(args.output, args.format, **details)
+    print(f"Exported {args.model} to {saved}")
+    return 0
+
+
 def _add_trust_code(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trust-code",
@@ -225,6 +247,35 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("weights")
     _add_trust_code(info)
     info.set_defaults(run=_cmd_info)
+
+    export = sub.add_parser(
+        "export",
+        help="write a weights file as a bioimage.io package (.zip), ONNX (.onnx) or "
+        "TorchScript (.ts)",
+    )
+    export.add_argument("model", help="any weights file napari-unetseg reads")
+    export.add_argument("output", help="the file to write; its suffix picks the format")
+    export.add_argument("--format", choices=["bioimageio", "onnx", "torchscript"], default=None)
+    export.add_argument(
+        "--author", action="append", help="bioimage.io: an author's name (required; repeat)"
+    )
+    export.add_argument("--license", default=None, help="bioimage.io: SPDX id (CC-BY-4.0)")
+    export.add_argument(
+        "--cite",
+        nargs=2,
+        action="append",
+        metavar=("TEXT", "DOI_OR_URL"),
+        help="bioimage.io: a citation (default: the U-Net paper; repeat)",
+    )
+    export.add_argument("--name", default=None, help="bioimage.io: the model's name")
+    export.add_argument("--description", default=None, help="bioimage.io: one paragraph")
+    export.add_argument(
+        "--sample",
+        default=None,
+        help="bioimage.io: a (Y, X) or (C, Y, X) TIFF/.npy plane for test tensors and cover",
+    )
+    _add_trust_code(export)
+    export.set_defaults(run=_cmd_export)
     return parser
 
 
