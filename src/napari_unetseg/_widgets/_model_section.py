@@ -10,6 +10,7 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QGroupBox,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QMessageBox,
     QPushButton,
@@ -31,6 +32,16 @@ NO_MODEL = (
 WEIGHTS_FILTER = (
     "Weights (*.safetensors *.pth *.pt *.ckpt *.bin *.ts *.torchscript *.zip);;All files (*)"
 )
+
+
+#: Save dialog filters: napari-unetseg's own file, then the exchange formats of ``export``.
+SAVE_FILTERS = {
+    "napari-unetseg weights (*.safetensors)": ".safetensors",
+    "bioimage.io package (*.zip)": ".zip",
+    "ONNX (*.onnx)": ".onnx",
+    "TorchScript (*.ts)": ".ts",
+}
+EXPORT_SUFFIXES = (".zip", ".onnx", ".ts", ".torchscript")
 
 
 def _load(path: str, trust_code: bool = False) -> Any:
@@ -176,14 +187,31 @@ class ModelSection(QGroupBox):
             show_error(f"Could not make the model: {error}")
 
     def _ask_save(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Save U-Net weights", "unet.safetensors", "safetensors (*.safetensors)"
+        path, chosen = QFileDialog.getSaveFileName(
+            self, "Save U-Net weights", "unet.safetensors", ";;".join(SAVE_FILTERS)
         )
-        if path:
-            self.save(path)
+        if not path:
+            return
+        suffix = SAVE_FILTERS.get(chosen, ".safetensors")
+        if Path(path).suffix.lower() not in (*SAVE_FILTERS.values(), ".torchscript", ".pt", ".pth"):
+            path += suffix
+        authors: list[str] = []
+        if Path(path).suffix.lower() == ".zip":
+            text, ok = QInputDialog.getText(
+                self, "bioimage.io package", "Authors of the model (comma-separated):"
+            )
+            authors = [name.strip() for name in text.split(",") if name.strip()]
+            if not (ok and authors):
+                show_info("Not saved: a bioimage.io package names its authors.")
+                return
+        self.save(path, authors=authors)
 
-    def save(self, path: str | Path) -> Path | None:
-        """Save the current model (``.safetensors`` recommended) with its settings beside it."""
+    def save(self, path: str | Path, *, authors: list[str] | None = None) -> Path | None:
+        """Save the current model, or export it when the name ends in .zip, .onnx or .ts.
+
+        ``.safetensors`` (recommended) keeps everything napari-unetseg needs; ``.zip`` writes a
+        bioimage.io package (``authors`` required), ``.onnx`` ONNX, ``.ts`` TorchScript.
+        """
         from napari_unetseg.core import UnetSegError
 
         segmenter = self.session.segmenter
@@ -191,7 +219,11 @@ class ModelSection(QGroupBox):
             show_error("There is no model to save yet: train or load one first.")
             return None
         try:
-            saved: Path = segmenter.save(path)
+            if Path(path).suffix.lower() in EXPORT_SUFFIXES:
+                details = {"authors": authors} if authors else {}
+                saved: Path = segmenter.export(path, **details)
+            else:
+                saved = segmenter.save(path)
         except (UnetSegError, OSError) as error:
             show_error(f"Could not save to {path}: {error}")
             return None
