@@ -41,11 +41,16 @@ def _segmenter(**kwargs: Any) -> Segmenter:
 # --------------------------------------------------------------------------- our exports
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Segmenter, Path]:
+@pytest.fixture(scope="module", params=["percentile", "zscore-objects"])
+def exported(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> tuple[Segmenter, Path]:
     pytest.importorskip("bioimageio.spec")
     pytest.importorskip("onnx")
-    seg = _segmenter(class_names=("background", "nuclei"))
+    if request.param == "percentile":
+        seg = _segmenter(class_names=("background", "nuclei"))
+    else:
+        seg = _segmenter(task="objects", normalization=NormalizationConfig(method="zscore"))
     rng = np.random.default_rng(0)
     sample = rng.gamma(2.0, 300.0, size=(150, 170)).astype(np.float32)
     path = seg.export(
@@ -72,7 +77,7 @@ def test_export_passes_bioimageio_test_model(exported: tuple[Segmenter, Path]) -
 
 
 def test_export_describes_the_model(exported: tuple[Segmenter, Path]) -> None:
-    _seg, path = exported
+    seg, path = exported
     with zipfile.ZipFile(path) as archive:
         names = set(archive.namelist())
         rdf = yaml.safe_load(archive.read("rdf.yaml"))
@@ -85,12 +90,17 @@ def test_export_describes_the_model(exported: tuple[Segmenter, Path]) -> None:
     assert set(rdf["weights"]) == {"pytorch_state_dict", "torchscript", "onnx"}
     (given,) = rdf["inputs"]
     assert given["axes"][2]["size"] == {"min": 8, "step": 8}
-    scale = next(p for p in given["preprocessing"] if p["id"] == "scale_range")["kwargs"]
-    assert (scale["min_percentile"], scale["max_percentile"]) == (1.0, 99.8)
+    steps = {p["id"]: p.get("kwargs") for p in given["preprocessing"]}
+    if seg.config.normalization.method == "percentile":
+        scale = steps["scale_range"]
+        assert (scale["min_percentile"], scale["max_percentile"]) == (1.0, 99.8)
+    else:
+        assert steps["zero_mean_unit_variance"]["axes"] == ["y", "x"]
     (out,) = rdf["outputs"]
     assert next(p["id"] for p in out["postprocessing"]) == "softmax"
-    assert out["axes"][1]["channel_names"] == ["background", "nuclei"]
-    assert test_input.shape == (1, 1, 128, 128) and test_output.shape == (1, 2, 128, 128)
+    assert out["axes"][1]["channel_names"] == [n.replace(" ", "_") for n in seg.config.names]
+    classes = seg.config.n_classes
+    assert test_input.shape == (1, 1, 128, 128) and test_output.shape == (1, classes, 128, 128)
     np.testing.assert_allclose(test_output.sum(axis=1), 1.0, atol=1e-5)
 
 
@@ -201,25 +211,47 @@ STATE_DICT = {
 }
 
 
-def _expected(reference: nn.Module, image: np.ndarray, high: float = 99.0) -> np.ndarray:
-    low, top = np.percentile(image, [0.0, high])
-    x = torch.from_numpy(((image - low) / (top - low)).astype(np.float32))[None, None]
+SCALE_RANGE = [{"id": "scale_range", "kwargs": {"axes": ["y", "x"], "max_percentile": 99.0}}]
+ZERO_MEAN = [
+    {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
+    {"id": "zero_mean_unit_variance", "kwargs": {"axes": ["x", "y"]}},
+]
+
+
+def _expected(
+    reference: nn.Module, image: np.ndarray, preprocessing: list[dict[str, Any]] = SCALE_RANGE
+) -> np.ndarray:
+    """What bioimage.io's own tools would compute: the package's steps, then its softmax."""
+    if preprocessing is SCALE_RANGE:
+        low, top = np.percentile(image, [0.0, 99.0])
+        normalised = (image - low) / (top - low + 1e-6)
+    else:
+        normalised = (image - image.mean()) / (image.std() + 1e-6)
+    x = torch.from_numpy(normalised.astype(np.float32))[None, None]
     with torch.no_grad():
         return torch.softmax(reference(x), dim=1)[0].numpy()
 
 
-def test_foreign_state_dict_package_loads(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("preprocessing", "method"), [(SCALE_RANGE, "percentile"), (ZERO_MEAN, "zscore")]
+)
+def test_foreign_state_dict_package_loads(
+    tmp_path: Path, preprocessing: list[dict[str, Any]], method: str
+) -> None:
     reference = _pytorch_unet()
-    path = _package(
-        tmp_path / "zoo.zip", {"pytorch_state_dict": (STATE_DICT, _state_dict_bytes(reference))}
-    )
+    weights = {"pytorch_state_dict": (STATE_DICT, _state_dict_bytes(reference))}
+    path = _package(tmp_path / "zoo.zip", weights, preprocessing=preprocessing)
     assert not requires_trust(path)
     seg = Segmenter.load(path, device="cpu")
-    assert seg.config.normalization == NormalizationConfig("percentile", 0.0, 99.0)
+    assert seg.config.normalization.method == method
+    if method == "percentile":
+        assert seg.config.normalization == NormalizationConfig("percentile", 0.0, 99.0)
     assert seg.config.origin == "bioimageio"
     image = np.random.default_rng(2).random((64, 64), dtype=np.float32) * 1000
     np.testing.assert_allclose(
-        seg.predict_proba(image, precision="float32"), _expected(reference, image), atol=1e-4
+        seg.predict_proba(image, precision="float32"),
+        _expected(reference, image, preprocessing),
+        atol=1e-4,
     )
 
 
@@ -255,8 +287,19 @@ def test_hostile_torchscript_package_runs_nothing_without_consent(tmp_path: Path
     [
         ({"weights_url": True}, "never downloads"),
         (
-            {"preprocessing": [{"id": "zero_mean_unit_variance", "kwargs": {}}]},
-            "zero_mean_unit_variance",
+            {"preprocessing": [{"id": "fixed_zero_mean_unit_variance", "kwargs": {"mean": 1}}]},
+            "fixed_zero_mean_unit_variance",
+        ),
+        (
+            {"preprocessing": [{"id": "zero_mean_unit_variance", "kwargs": {"axes": ["x"]}}]},
+            "over axes",
+        ),
+        (
+            {
+                "input_axes": _axes(2),
+                "preprocessing": [{"id": "scale_range", "kwargs": {"axes": ["c", "y", "x"]}}],
+            },
+            "pools the channels",
         ),
         ({"postprocessing": [{"id": "binarize", "kwargs": {"threshold": 0.5}}]}, "binarize"),
         (
@@ -266,7 +309,16 @@ def test_hostile_torchscript_package_runs_nothing_without_consent(tmp_path: Path
         ({"onnx_only": True}, "onnx: napari-unetseg runs PyTorch weights only"),
         ({"classes": 1, "postprocessing": []}, "logits or probabilities"),
     ],
-    ids=["url", "zero-mean", "binarize", "3d", "onnx-only", "one-channel-no-sigmoid"],
+    ids=[
+        "url",
+        "fixed-zero-mean",
+        "zero-mean-one-axis",
+        "pooled-channels",
+        "binarize",
+        "3d",
+        "onnx-only",
+        "one-channel-no-sigmoid",
+    ],
 )
 def test_foreign_packages_refused_with_a_reason(
     tmp_path: Path, change: dict[str, Any], reason: str
@@ -292,3 +344,16 @@ def test_state_dict_of_another_architecture_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(WeightsFileError, match="not a U-Net in the Pytorch-UNet layout"):
         Segmenter.load(path)
+
+
+def test_zscore_normalisation_is_per_channel() -> None:
+    from napari_unetseg.core.layout import resolve_layout
+    from napari_unetseg.core.normalization import fit_normalizer
+
+    rng = np.random.default_rng(5)
+    image = np.stack([rng.normal(5, 2, (64, 64)), rng.normal(100, 30, (64, 64))])
+    image = image.astype(np.float32)
+    layout = resolve_layout(image, 2, "CYX")
+    out = fit_normalizer(image, layout, NormalizationConfig("zscore"))(image)
+    np.testing.assert_allclose(out.mean(axis=(1, 2)), 0, atol=1e-4)
+    np.testing.assert_allclose(out.std(axis=(1, 2)), 1, atol=1e-4)

@@ -8,10 +8,11 @@ zip with three weight formats of the same network:
 - ``torchscript`` and ``onnx`` (opset 17), converted from it.
 
 Inputs are ``(batch, channel, y, x)`` with ``ParameterizedSize(min=2**depth, step=2**depth)``
-spatial axes; preprocessing repeats our normalisation (``scale_range`` per sample and channel for
-the percentile method, a fixed gain of 1/255 for the classic one); the output is softmax
-probabilities (sigmoid for one-channel models). Test tensors and the cover are made from a sample
-plane; our full settings travel in the package's ``config.napari_unetseg`` field.
+spatial axes; preprocessing repeats our normalisation (``scale_range`` per sample and channel
+for the percentile method, ``zero_mean_unit_variance`` for zscore, a gain of 1/255 for
+classic); the output is softmax probabilities (sigmoid for one-channel models). Test tensors
+and the cover are made from a sample plane; our full settings travel in the package's
+``config.napari_unetseg`` field.
 
 **Loading** (:func:`load_package`, through ``Segmenter.load("model.zip")``) reads the zip's
 ``rdf.yaml`` with a safe YAML loader and never fetches a URL. Our own packages come back exactly.
@@ -20,8 +21,9 @@ A foreign package loads when it is a 2-D model with one input and one output, an
 - its ``pytorch_state_dict`` weights are a U-Net in a layout we read (the Pytorch-UNet family;
   their architecture file is never run), or its ``torchscript`` weights may be run
   (``trust_code=True``: they hold code);
-- its preprocessing is none, ``ensure_dtype``, ``scale_range`` over the spatial axes, or a
-  gain of 1/255; its postprocessing none, ``softmax`` over channels or ``sigmoid``.
+- its preprocessing is none, ``ensure_dtype``, ``scale_range`` or ``zero_mean_unit_variance``
+  per sample over y and x, or a gain of 1/255; its postprocessing none, ``softmax`` over
+  channels or ``sigmoid``.
 
 Everything else is refused with the reason.
 """
@@ -149,6 +151,11 @@ def preprocess(raw: np.ndarray, normalization: NormalizationConfig) -> np.ndarra
         high = high.astype(np.float32)[:, None, None]
         scaled: np.ndarray = ((x - low) / (high - low + SCALE_RANGE_EPS)).astype(np.float32)
         return scaled
+    if normalization.method == "zscore":
+        mean = x.mean(axis=(1, 2), dtype=np.float64)[:, None, None]
+        std = x.std(axis=(1, 2), dtype=np.float64)[:, None, None]
+        standardised: np.ndarray = ((x - mean) / (std + SCALE_RANGE_EPS)).astype(np.float32)
+        return standardised
     if normalization.method == "classic":
         return (x / np.float32(255.0)).astype(np.float32)
     return x
@@ -232,6 +239,11 @@ def _documentation(config: ModelConfig, name: str, description: str) -> str:
         normalisation = (
             f"per channel, the {n.low} and {n.high} percentiles of the image are mapped to 0 and 1 "
             "(bioimage.io `scale_range` per sample; napari-unetseg uses the whole image or stack)"
+        )
+    elif n.method == "zscore":
+        normalisation = (
+            "per channel, the image's mean is subtracted and the result divided by its standard "
+            "deviation (bioimage.io `zero_mean_unit_variance` per sample)"
         )
     elif n.method == "classic":
         normalisation = "intensities divided by 255 (8-bit images)"
@@ -432,6 +444,14 @@ def export_package(
                     )
                 )
             )
+        elif n.method == "zscore":
+            preprocessing.append(
+                v0_5.ZeroMeanUnitVarianceDescr(
+                    kwargs=v0_5.ZeroMeanUnitVarianceKwargs(
+                        axes=[v0_5.AxisId("y"), v0_5.AxisId("x")], eps=SCALE_RANGE_EPS
+                    )
+                )
+            )
         elif n.method == "classic":
             preprocessing.append(
                 v0_5.ScaleLinearDescr(kwargs=v0_5.ScaleLinearKwargs(gain=1 / 255, offset=0.0))
@@ -536,10 +556,10 @@ class _Package:
         if isinstance(source, dict):
             source = source.get("source")
         if not isinstance(source, str) or not source:
-            raise WeightsFileError(f"{self.path.name}: its {what} names no file.")
+            raise WeightsFileError(f"{self.path.name}: its {what} name no file.")
         if re.match(r"^[a-z][a-z0-9+.-]*://", source, re.IGNORECASE):
             raise WeightsFileError(
-                f"{self.path.name}: its {what} is at {source}, outside the package; "
+                f"{self.path.name}: its {what} are at {source}, outside the package; "
                 "napari-unetseg never downloads files while loading. Download the complete "
                 "package (with its weights inside the zip) and load that."
             )
@@ -548,7 +568,7 @@ class _Package:
             return self.archive.read(name)
         except KeyError:
             raise WeightsFileError(
-                f"{self.path.name}: its {what} {name!r} is missing from the zip."
+                f"{self.path.name}: its {what} ({name!r}) are missing from the zip."
             ) from None
 
 
@@ -576,7 +596,12 @@ def _axes(tensor: dict[str, Any]) -> list[tuple[str, Any]]:
         kinds = {"b": "batch", "c": "channel", "y": "space", "x": "space", "z": "space"}
         return [(kinds.get(a, a), {"id": a}) for a in axes]
     if isinstance(axes, list):
-        return [(str(a.get("type")), a) for a in axes if isinstance(a, dict)]
+        # Spec 0.5 defaults: a space axis without an id is "x", the others take their type.
+        return [
+            (str(a.get("type")), {"id": "x" if a.get("type") == "space" else a.get("type"), **a})
+            for a in axes
+            if isinstance(a, dict)
+        ]
     return []
 
 
@@ -609,29 +634,18 @@ def _normalization(tensor: dict[str, Any], path: Path, channels: int) -> Normali
         kwargs = step.get("kwargs") or {}
         if name == "ensure_dtype":
             continue
-        if name == "scale_range":
-            axes = kwargs.get("axes")
-            per_channel = axes is None or set(axes) in ({"y", "x"}, {"b", "y", "x"}, {"x", "y"})
-            if isinstance(axes, str):  # 0.4: "xy"
-                per_channel = set(axes) <= {"x", "y", "b"}
-            mode = kwargs.get("mode", "per_sample")
-            if kwargs.get("reference_tensor") or mode != "per_sample":
-                raise WeightsFileError(
-                    f"{path.name}: its scale_range preprocessing uses statistics of another tensor "
-                    "or of a data set, which napari-unetseg cannot repeat."
+        if name in ("scale_range", "zero_mean_unit_variance"):
+            _check_statistics(name, kwargs, path, channels)
+            if name == "zero_mean_unit_variance":
+                methods.append(NormalizationConfig(method="zscore"))
+            else:
+                methods.append(
+                    NormalizationConfig(
+                        method="percentile",
+                        low=float(kwargs.get("min_percentile", 0.0)),
+                        high=float(kwargs.get("max_percentile", 100.0)),
+                    )
                 )
-            if not per_channel and channels > 1:
-                raise WeightsFileError(
-                    f"{path.name}: its scale_range pools channels ({axes}); napari-unetseg "
-                    "normalises each channel on its own."
-                )
-            methods.append(
-                NormalizationConfig(
-                    method="percentile",
-                    low=float(kwargs.get("min_percentile", 0.0)),
-                    high=float(kwargs.get("max_percentile", 100.0)),
-                )
-            )
             continue
         if name == "scale_linear":
             gain, offset = kwargs.get("gain", 1.0), kwargs.get("offset", 0.0)
@@ -644,12 +658,37 @@ def _normalization(tensor: dict[str, Any], path: Path, channels: int) -> Normali
                 continue
         raise WeightsFileError(
             f"{path.name}: its preprocessing step {name!r} ({kwargs}) is not one napari-unetseg "
-            "can repeat (it knows ensure_dtype, scale_range over y and x, and a gain of 1/255), "
-            "so its predictions here would be wrong."
+            "can repeat (it knows ensure_dtype, scale_range and zero_mean_unit_variance over y "
+            "and x, and a gain of 1/255), so its predictions here would be wrong."
         )
     if len(methods) > 1:
         raise WeightsFileError(f"{path.name}: it chains several normalisations; not supported.")
     return methods[0] if methods else NormalizationConfig(method="none")
+
+
+def _check_statistics(name: str, kwargs: dict[str, Any], path: Path, channels: int) -> None:
+    """Refuse statistics that napari-unetseg's per-image, per-channel normalisers cannot repeat."""
+    axes = kwargs.get("axes")
+    names = {"b": "batch", "c": "channel", "i": "index"}
+    pooled = {names.get(a, a) for a in axes} if axes is not None else {"batch", "channel"}
+    if kwargs.get("reference_tensor") or kwargs.get("mode", "per_sample") != "per_sample":
+        raise WeightsFileError(
+            f"{path.name}: its {name} preprocessing uses fixed values or statistics of a data "
+            "set or another tensor, which napari-unetseg cannot repeat."
+        )
+    if not {"x", "y"} <= pooled or not pooled <= {"x", "y", "batch", "channel"}:
+        raise WeightsFileError(
+            f"{path.name}: its {name} preprocessing is computed over axes {axes}; "
+            "napari-unetseg normalises over y and x."
+        )
+    if "channel" in pooled and channels > 1:
+        raise WeightsFileError(
+            f"{path.name}: its {name} preprocessing pools the channels ({axes}); "
+            "napari-unetseg normalises each channel on its own."
+        )
+    eps = kwargs.get("eps", 1e-6)
+    if not (isinstance(eps, (int, float)) and eps <= 1e-4):
+        raise WeightsFileError(f"{path.name}: its {name} preprocessing uses eps={eps}.")
 
 
 def _check_postprocessing(tensor: dict[str, Any], n_outputs: int | None, path: Path) -> None:
@@ -765,7 +804,7 @@ def _safe_state(package: _Package, entry: dict[str, Any]) -> Any:
     """The state dict through the weights module's scanned, weights-only loader."""
     from .weights import _torch_load
 
-    file = _weights_file(package, entry, "pt")
+    file = _weights_file(package, entry, "pytorch_state_dict")
     try:
         data = file.read_bytes()
         return _torch_load(file, is_zip=data[:4] == b"PK\x03\x04")
