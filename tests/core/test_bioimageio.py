@@ -117,6 +117,27 @@ def test_own_package_round_trip(exported: tuple[Segmenter, Path]) -> None:
     )
 
 
+def test_package_of_a_torchscript_model_needs_consent_and_round_trips(tmp_path: Path) -> None:
+    pytest.importorskip("bioimageio.spec")
+    pytest.importorskip("onnx")
+    seg = Segmenter.create(base_width=4, depth=2, device="cpu")
+    scripted = Segmenter.load(seg.export(tmp_path / "m.ts"), device="cpu", trust_code=True)
+    path = scripted.export(tmp_path / "m.zip", authors=["Me"])
+    with zipfile.ZipFile(path) as archive:
+        assert "pytorch_state_dict" not in yaml.safe_load(archive.read("rdf.yaml"))["weights"]
+    assert requires_trust(path)
+    with pytest.raises(TrustRequiredError):
+        Segmenter.load(path)
+    back = Segmenter.load(path, device="cpu", trust_code=True)
+    assert back.config == scripted.config
+    image = np.random.default_rng(4).random((32, 40), dtype=np.float32)
+    np.testing.assert_allclose(
+        back.predict_proba(image, precision="float32"),
+        seg.predict_proba(image, precision="float32"),
+        atol=1e-5,
+    )
+
+
 def test_export_needs_authors(tmp_path: Path) -> None:
     pytest.importorskip("bioimageio.spec")
     with pytest.raises(ConfigError, match="authors"):
@@ -214,7 +235,8 @@ STATE_DICT = {
 SCALE_RANGE = [{"id": "scale_range", "kwargs": {"axes": ["y", "x"], "max_percentile": 99.0}}]
 ZERO_MEAN = [
     {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
-    {"id": "zero_mean_unit_variance", "kwargs": {"axes": ["x", "y"]}},
+    # eps as PyYAML reads the "1e-06" that bioimageio.spec writes: a string
+    {"id": "zero_mean_unit_variance", "kwargs": {"axes": ["x", "y"], "eps": "1e-06"}},
 ]
 
 

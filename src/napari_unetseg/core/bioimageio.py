@@ -30,6 +30,7 @@ Everything else is refused with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import json
@@ -38,7 +39,7 @@ import os
 import re
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -648,12 +649,11 @@ def _normalization(tensor: dict[str, Any], path: Path, channels: int) -> Normali
                 )
             continue
         if name == "scale_linear":
-            gain, offset = kwargs.get("gain", 1.0), kwargs.get("offset", 0.0)
-            if (
-                isinstance(gain, (int, float))
-                and math.isclose(gain, 1 / 255, rel_tol=1e-4)
-                and not offset
-            ):
+            try:  # PyYAML reads "1e-3" as a string
+                gain, offset = float(kwargs.get("gain", 1.0)), float(kwargs.get("offset", 0.0))
+            except (TypeError, ValueError):
+                gain, offset = math.nan, math.nan
+            if math.isclose(gain, 1 / 255, rel_tol=1e-4) and offset == 0:
                 methods.append(NormalizationConfig(method="classic"))
                 continue
         raise WeightsFileError(
@@ -686,9 +686,15 @@ def _check_statistics(name: str, kwargs: dict[str, Any], path: Path, channels: i
             f"{path.name}: its {name} preprocessing pools the channels ({axes}); "
             "napari-unetseg normalises each channel on its own."
         )
-    eps = kwargs.get("eps", 1e-6)
-    if not (isinstance(eps, (int, float)) and eps <= 1e-4):
-        raise WeightsFileError(f"{path.name}: its {name} preprocessing uses eps={eps}.")
+    try:  # PyYAML reads "1e-06" as a string
+        eps = float(kwargs.get("eps", 1e-6))
+    except (TypeError, ValueError):
+        eps = math.inf
+    if not 0 <= eps <= 1e-4:
+        raise WeightsFileError(
+            f"{path.name}: its {name} preprocessing uses eps={kwargs.get('eps')}; "
+            "napari-unetseg's normalisation matches it only for eps up to 1e-4."
+        )
 
 
 def _check_postprocessing(tensor: dict[str, Any], n_outputs: int | None, path: Path) -> None:
@@ -716,12 +722,14 @@ def _check_postprocessing(tensor: dict[str, Any], n_outputs: int | None, path: P
     )
 
 
-def _weights_file(package: _Package, entry: dict[str, Any], fmt: str) -> Path:
+@contextlib.contextmanager
+def _weights_file(package: _Package, entry: dict[str, Any], fmt: str) -> Iterator[Path]:
+    """The weights file, copied out of the zip into a private folder removed afterwards."""
     data = package.member(entry, f"{fmt} weights")
-    handle, name = tempfile.mkstemp(prefix="napari-unetseg-", suffix=f".{fmt}")
-    with os.fdopen(handle, "wb") as stream:
-        stream.write(data)
-    return Path(name)
+    with tempfile.TemporaryDirectory(prefix="napari-unetseg-") as folder:
+        file = Path(folder) / f"{package.path.stem}-{fmt}.pt"
+        file.write_bytes(data)
+        yield file
 
 
 def load_package(path: Path, *, trust_code: bool = False) -> Any:
@@ -778,15 +786,13 @@ def load_package(path: Path, *, trust_code: bool = False) -> Any:
                     "a bioimage.io package whose only weights napari-unetseg can use are "
                     "TorchScript" + (f" ({'; '.join(reasons)})" if reasons else ""),
                 )
-            file = _weights_file(package, weights["torchscript"], "torchscript")
-            try:
+            with _weights_file(package, weights["torchscript"], "torchscript") as file:
                 loaded = weights_module._load_torchscript(file)
-            finally:
-                file.unlink(missing_ok=True)
-            config = loaded.config
-            if isinstance(ours, dict):
+            if isinstance(ours, dict):  # ours, exported from a TorchScript model
                 config = read_config_text(json.dumps(ours), path.name)
-            elif channels is not None and config.in_channels != channels:
+                return weights_module.LoadedWeights(loaded.model, config, path, "bioimageio")
+            config = loaded.config
+            if channels is not None and config.in_channels != channels:
                 raise WeightsFileError(
                     f"{path.name}: its TorchScript weights take {config.in_channels} channels "
                     f"but the package describes {channels}."
@@ -804,12 +810,8 @@ def _safe_state(package: _Package, entry: dict[str, Any]) -> Any:
     """The state dict through the weights module's scanned, weights-only loader."""
     from .weights import _torch_load
 
-    file = _weights_file(package, entry, "pytorch_state_dict")
-    try:
-        data = file.read_bytes()
-        return _torch_load(file, is_zip=data[:4] == b"PK\x03\x04")
-    finally:
-        file.unlink(missing_ok=True)
+    with _weights_file(package, entry, "pytorch_state_dict") as file:
+        return _torch_load(file, is_zip=file.read_bytes()[:4] == b"PK\x03\x04")
 
 
 def read_rdf(path: str | os.PathLike[str]) -> dict[str, Any]:
