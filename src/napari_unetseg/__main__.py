@@ -1,4 +1,4 @@
-"""Command line: ``napari-unetseg demo|train|segment|info`` (also ``python -m napari_unetseg``)."""
+"""Command line: ``napari-unetseg demo|train|segment|info|export`` (also ``python -m napari_unetseg``)."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     output = check_save_target(args.output)
     config = TrainConfig(mode=args.mode, max_seconds=args.seconds, max_epochs=args.epochs)
     if args.weights:  # a missing file is an error, never a silent start from scratch
-        segmenter = Segmenter.load(args.weights, device=args.device)
+        segmenter = Segmenter.load(args.weights, device=args.device, trust_code=args.trust_code)
     else:
         image = _read_image(args.image[0])
         channels = (
@@ -207,6 +207,7 @@ def _segment_split(args: argparse.Namespace) -> int:
                 tile_size=args.tile_size,
                 device=args.device,
                 overwrite=args.overwrite,
+                trust_code=args.trust_code,
                 threads_per_worker=args.threads,
                 on_progress=show,
             )
@@ -257,6 +258,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             device=args.device,
             threads_per_worker=args.threads,
             on_result=show,
+            trust_code=args.trust_code,
         )
     finally:
         for bar in bars:
@@ -275,9 +277,45 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from napari_unetseg.core import Segmenter
+    from napari_unetseg.core.trust import describe_untrusted
 
-    print(Segmenter.load(args.weights, device="cpu").describe())
+    # A file that holds code is described from its zip entries only, unless the user trusts it.
+    summary = None if args.trust_code else describe_untrusted(args.weights)
+    if summary is None:
+        summary = Segmenter.load(args.weights, device="cpu", trust_code=args.trust_code).describe()
+    print(summary)
     return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from napari_unetseg.core import Segmenter
+
+    segmenter = Segmenter.load(args.model, device="cpu", trust_code=args.trust_code)
+    details: dict[str, Any] = {}
+    if args.author:
+        details["authors"] = args.author
+    if args.cite:
+        details["cite"] = [
+            {"text": text, ("url" if where.startswith("http") else "doi"): where}
+            for text, where in args.cite
+        ]
+    for key in ("name", "description", "license"):
+        if getattr(args, key) is not None:
+            details[key] = getattr(args, key)
+    if args.sample:
+        details["sample"] = _read_image(args.sample)
+    saved = segmenter.export(args.output, args.format, **details)
+    print(f"Exported {args.model} to {saved}")
+    return 0
+
+
+def _add_trust_code(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="allow weights that contain code (TorchScript); it runs with your rights, so only "
+        "for files from a source you trust",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -307,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--axes", default=None, help="e.g. YX, CYX, ZYX, YXC")
     train.add_argument("--device", default="auto")
+    _add_trust_code(train)
     train.set_defaults(run=_cmd_train)
 
     segment = sub.add_parser(
@@ -382,11 +421,42 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace results that exist (default: skip them)",
     )
+    _add_trust_code(segment)
     segment.set_defaults(run=_cmd_segment)
 
     info = sub.add_parser("info", help="describe a weights file")
     info.add_argument("weights")
+    _add_trust_code(info)
     info.set_defaults(run=_cmd_info)
+
+    export = sub.add_parser(
+        "export",
+        help="write a weights file as a bioimage.io package (.zip), ONNX (.onnx) or "
+        "TorchScript (.ts)",
+    )
+    export.add_argument("model", help="any weights file napari-unetseg reads")
+    export.add_argument("output", help="the file to write; its suffix picks the format")
+    export.add_argument("--format", choices=["bioimageio", "onnx", "torchscript"], default=None)
+    export.add_argument(
+        "--author", action="append", help="bioimage.io: an author's name (required; repeat)"
+    )
+    export.add_argument("--license", default=None, help="bioimage.io: SPDX id (CC-BY-4.0)")
+    export.add_argument(
+        "--cite",
+        nargs=2,
+        action="append",
+        metavar=("TEXT", "DOI_OR_URL"),
+        help="bioimage.io: a citation (default: the U-Net paper; repeat)",
+    )
+    export.add_argument("--name", default=None, help="bioimage.io: the model's name")
+    export.add_argument("--description", default=None, help="bioimage.io: one paragraph")
+    export.add_argument(
+        "--sample",
+        default=None,
+        help="bioimage.io: a (Y, X) or (C, Y, X) TIFF/.npy plane for test tensors and cover",
+    )
+    _add_trust_code(export)
+    export.set_defaults(run=_cmd_export)
     return parser
 
 

@@ -368,9 +368,9 @@ def test_torchscript_archive_loads(
     path = tmp_path / "exported.pt"
     torch.jit.save(archive, str(path))
 
-    seg = Segmenter.load(path, device="cpu")
+    seg = Segmenter.load(path, device="cpu", trust_code=True)
 
-    assert load_weights(path).format == "torchscript"
+    assert load_weights(path, trust_code=True).format == "torchscript"
     assert (seg.config.in_channels, seg.config.n_classes) == (channels, classes)
     assert seg.config.origin == "torchscript"
     x = torch.rand(1, channels, 64, 64)
@@ -385,7 +385,7 @@ def test_torchscript_saved_by_us_keeps_its_settings(tmp_path: Path) -> None:
     traced, _, _, _ = _traced_native()
     config = _native("transposed-rgb").config
     save_weights(tmp_path / "exported.pt", traced, config)
-    loaded = load_weights(tmp_path / "exported.pt")
+    loaded = load_weights(tmp_path / "exported.pt", trust_code=True)
     assert loaded.config.class_names == config.class_names
     assert loaded.config.normalization == config.normalization
     with pytest.raises(WeightsFileError, match=r"\.pt or \.pth"):

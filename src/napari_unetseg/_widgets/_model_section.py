@@ -10,7 +10,9 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QGroupBox,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
+    QMessageBox,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -27,13 +29,39 @@ NO_MODEL = (
     "No model yet. Paint on a Labels layer and press Start under Train to make one, "
     "load a weights file, or make a new model below."
 )
-WEIGHTS_FILTER = "Weights (*.safetensors *.pth *.pt *.ckpt *.bin);;All files (*)"
+WEIGHTS_FILTER = (
+    "Weights (*.safetensors *.pth *.pt *.ckpt *.bin *.ts *.torchscript *.zip);;All files (*)"
+)
 
 
-def _load(path: str) -> Any:
+#: Save dialog filters: napari-unetseg's own file, then the exchange formats of ``export``.
+SAVE_FILTERS = {
+    "napari-unetseg weights (*.safetensors)": ".safetensors",
+    "bioimage.io package (*.zip)": ".zip",
+    "ONNX (*.onnx)": ".onnx",
+    "TorchScript (*.ts)": ".ts",
+}
+EXPORT_SUFFIXES = (".zip", ".onnx", ".ts", ".torchscript")
+
+
+def _load(path: str, trust_code: bool = False) -> Any:
     from napari_unetseg.core import Segmenter
 
-    return Segmenter.load(path)
+    return Segmenter.load(path, trust_code=trust_code)
+
+
+def ask_trust(parent: QWidget | None, path: str | Path) -> bool:
+    """Ask before loading a file that holds code; No is the default answer."""
+    from napari_unetseg.core.trust import CONSENT_QUESTION
+
+    answer = QMessageBox.question(
+        parent,
+        "This file contains code",
+        CONSENT_QUESTION.format(name=Path(path).name),
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
+    return bool(answer == QMessageBox.StandardButton.Yes)
 
 
 class ModelSection(QGroupBox):
@@ -107,16 +135,26 @@ class ModelSection(QGroupBox):
             self.load(path)
 
     def load(self, path: str | Path) -> Any:
-        """Load a weights file in a worker thread; the model replaces the current one."""
+        """Load a weights file in a worker thread; the model replaces the current one.
+
+        A file that holds code (TorchScript) is loaded only after the user confirms a question.
+        """
+        from napari_unetseg.core.trust import requires_trust
+
         if self.session.busy:
             show_error(f"The model is busy {self.session.busy}; wait or press Stop, then load.")
             return None
         name = Path(path).name
+        trust = requires_trust(path)
+        if trust and not ask_trust(self, path):
+            show_info(f"{name} was not loaded: it contains code and was not trusted.")
+            return None
         self.load_button.setEnabled(False)
         self.info.setText(f"Loading {name}…")
         self.worker = start_worker(
             _load,
             str(path),
+            trust,
             connect={
                 "returned": self._loaded,
                 "errored": lambda error: report_exception(error, f"Could not load {name}"),
@@ -149,14 +187,31 @@ class ModelSection(QGroupBox):
             show_error(f"Could not make the model: {error}")
 
     def _ask_save(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Save U-Net weights", "unet.safetensors", "safetensors (*.safetensors)"
+        path, chosen = QFileDialog.getSaveFileName(
+            self, "Save U-Net weights", "unet.safetensors", ";;".join(SAVE_FILTERS)
         )
-        if path:
-            self.save(path)
+        if not path:
+            return
+        suffix = SAVE_FILTERS.get(chosen, ".safetensors")
+        if Path(path).suffix.lower() not in (*SAVE_FILTERS.values(), ".torchscript", ".pt", ".pth"):
+            path += suffix
+        authors: list[str] = []
+        if Path(path).suffix.lower() == ".zip":
+            text, ok = QInputDialog.getText(
+                self, "bioimage.io package", "Authors of the model (comma-separated):"
+            )
+            authors = [name.strip() for name in text.split(",") if name.strip()]
+            if not (ok and authors):
+                show_info("Not saved: a bioimage.io package names its authors.")
+                return
+        self.save(path, authors=authors)
 
-    def save(self, path: str | Path) -> Path | None:
-        """Save the current model (``.safetensors`` recommended) with its settings beside it."""
+    def save(self, path: str | Path, *, authors: list[str] | None = None) -> Path | None:
+        """Save the current model, or export it when the name ends in .zip, .onnx or .ts.
+
+        ``.safetensors`` (recommended) keeps everything napari-unetseg needs; ``.zip`` writes a
+        bioimage.io package (``authors`` required), ``.onnx`` ONNX, ``.ts`` TorchScript.
+        """
         from napari_unetseg.core import UnetSegError
 
         segmenter = self.session.segmenter
@@ -164,7 +219,11 @@ class ModelSection(QGroupBox):
             show_error("There is no model to save yet: train or load one first.")
             return None
         try:
-            saved: Path = segmenter.save(path)
+            if Path(path).suffix.lower() in EXPORT_SUFFIXES:
+                details = {"authors": authors} if authors else {}
+                saved: Path = segmenter.export(path, **details)
+            else:
+                saved = segmenter.save(path)
         except (UnetSegError, OSError) as error:
             show_error(f"Could not save to {path}: {error}")
             return None

@@ -23,6 +23,7 @@ _EXPORTS = {
     "ConfigError": "errors",
     "InputError": "errors",
     "UnetSegError": "errors",
+    "TrustRequiredError": "errors",
     "UnsafeWeightsError": "errors",
     "WeightsFileError": "errors",
     "Prediction": "predict",
@@ -50,6 +51,7 @@ __all__ = [
     "TrainingDone",
     "TrainingHistory",
     "TrainingStarted",
+    "TrustRequiredError",
     "UnetSegError",
     "UnsafeWeightsError",
     "WeightsFileError",
@@ -60,7 +62,14 @@ __all__ = [
 if TYPE_CHECKING:
     from .config import ModelConfig, NormalizationConfig, PredictConfig, TrainConfig
     from .devices import available_devices, select_device
-    from .errors import ConfigError, InputError, UnetSegError, UnsafeWeightsError, WeightsFileError
+    from .errors import (
+        ConfigError,
+        InputError,
+        TrustRequiredError,
+        UnetSegError,
+        UnsafeWeightsError,
+        WeightsFileError,
+    )
     from .predict import Prediction, PredictProgress
     from .segmenter import Segmenter
     from .train import EpochDone, StepDone, TrainingDone, TrainingHistory, TrainingStarted

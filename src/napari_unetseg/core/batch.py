@@ -296,23 +296,29 @@ class ModelSource:
     """A weights file as the workers load it; ``stamp`` changes when the file does.
 
     ``threads``: torch threads for each worker that loads it (None leaves them as they are).
+    ``trust_code``: the user consents to files that hold code (TorchScript).
     """
 
     path: Path
     stamp: tuple[int, int]
     device: str
     threads: int | None = None
+    trust_code: bool = False
 
     @classmethod
     def of(
-        cls, path: str | os.PathLike[str], device: str, threads: int | None = None
+        cls,
+        path: str | os.PathLike[str],
+        device: str,
+        threads: int | None = None,
+        trust_code: bool = False,
     ) -> ModelSource:
         resolved = Path(path).expanduser().resolve()
         try:
             info = resolved.stat()
         except OSError as error:
             raise InputError(f"{path}: {error.strerror or 'cannot be read'}.") from None
-        return cls(resolved, (info.st_mtime_ns, info.st_size), device, threads)
+        return cls(resolved, (info.st_mtime_ns, info.st_size), device, threads, trust_code)
 
 
 _worker_models: dict[tuple[str, ModelSource], tuple[Any, threading.Lock]] = {}
@@ -347,7 +353,10 @@ def worker_segmenter(source: ModelSource) -> tuple[Any, threading.Lock]:
                 import torch
 
                 torch.set_num_threads(source.threads)
-            loaded = (Segmenter.load(source.path, device=source.device), threading.Lock())
+            loaded = (
+                Segmenter.load(source.path, device=source.device, trust_code=source.trust_code),
+                threading.Lock(),
+            )
             _worker_models[key] = loaded
     return loaded
 
@@ -406,6 +415,7 @@ def segment_files(
     device: str = "auto",
     threads_per_worker: int | None = None,
     on_result: Callable[[FileResult, int, int], object] | None = None,
+    trust_code: bool = False,
 ) -> list[FileResult]:
     """Segment image files with a weights file; return what happened to each input.
 
@@ -450,11 +460,13 @@ def segment_files(
     plan = plan_batch(inputs, output_dir, output_format)
     if threads_per_worker is not None and threads_per_worker < 1:
         raise InputError(f"threads_per_worker must be at least 1, not {threads_per_worker}.")
-    source = ModelSource.of(model_path, device, threads_per_worker)
+    source = ModelSource.of(model_path, device, threads_per_worker, trust_code)
     from .segmenter import Segmenter
 
     # A bad weights file fails here, once, before any work; run here, this is the model used.
-    segmenter = Segmenter.load(source.path, device=device if client is None else "cpu")
+    segmenter = Segmenter.load(
+        source.path, device=device if client is None else "cpu", trust_code=trust_code
+    )
     if output_dir is not None:
         Path(output_dir).expanduser().mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {"axes": axes}
@@ -593,6 +605,7 @@ def segment_large_image(
     overwrite: bool = False,
     threads_per_worker: int | None = None,
     on_progress: Callable[[int, int], object] | None = None,
+    trust_code: bool = False,
 ) -> Path:
     """Segment one large zarr image in strips of rows spread over the workers, into zarr.
 
@@ -643,8 +656,10 @@ def segment_large_image(
         raise InputError(f"strip_rows must be at least 1, not {strip_rows}.")
     if threads_per_worker is not None and threads_per_worker < 1:
         raise InputError(f"threads_per_worker must be at least 1, not {threads_per_worker}.")
-    source = ModelSource.of(model_path, device, threads_per_worker)
-    segmenter = Segmenter.load(source.path, device=device if client is None else "cpu")
+    source = ModelSource.of(model_path, device, threads_per_worker, trust_code)
+    segmenter = Segmenter.load(
+        source.path, device=device if client is None else "cpu", trust_code=trust_code
+    )
     if segmenter.is_objects:
         raise InputError(
             "an object model cannot split one image over workers: object ids would not agree "

@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import ConfigError
 
-NormalizationMethod = Literal["percentile", "classic", "none"]
+NormalizationMethod = Literal["percentile", "classic", "zscore", "none"]
 Task = Literal["semantic", "objects"]
 Upsampling = Literal["bilinear", "transposed"]
 TrainMode = Literal["sparse", "dense", "objects", "objects-dense"]
@@ -231,6 +231,8 @@ class NormalizationConfig:
 
     ``percentile``: per channel, map the ``low``/``high`` percentiles of the whole image to 0/1.
     ``classic``: the Pytorch-UNet preprocessing, divide by 255 when any value exceeds 1.
+    ``zscore``: per channel, subtract the image's mean and divide by its standard deviation
+    (bioimage.io's ``zero_mean_unit_variance``, common in model zoo packages).
     ``none``: cast to float32 only.
     """
 
@@ -246,7 +248,9 @@ class NormalizationConfig:
 
     def __post_init__(self) -> None:
         _check_fields(self)
-        _check_choice("normalization method", self.method, ("percentile", "classic", "none"))
+        _check_choice(
+            "normalization method", self.method, ("percentile", "classic", "zscore", "none")
+        )
         _check(
             0.0 <= self.low < self.high <= 100.0,
             f"normalization percentiles must satisfy 0 <= low < high <= 100, got {self.low}, {self.high}.",

@@ -19,3 +19,7 @@ class WeightsFileError(UnetSegError):
 
 class UnsafeWeightsError(WeightsFileError):
     """A weights file holds Python objects that would run code when loaded; it was refused."""
+
+
+class TrustRequiredError(UnsafeWeightsError):
+    """A file holds code (TorchScript); it is loaded only when the user says they trust it."""

@@ -13,6 +13,8 @@ from .layout import STACK_LETTERS, ImageLayout
 
 #: At most this many values are read to estimate percentiles, whatever the image size.
 MAX_SAMPLES = 2_000_000
+#: Added to the standard deviation of ``zscore`` (bioimage.io's default ``eps``).
+ZSCORE_EPS = 1e-6
 
 
 def check_finite(values: np.ndarray, where: str) -> None:
@@ -126,5 +128,9 @@ def fit_normalizer(image: Any, layout: ImageLayout, config: NormalizationConfig)
         full_max = float(np.max(image)) if isinstance(image, np.ndarray) else float(sample.max())
         scale = 1.0 / 255.0 if full_max > 1 else 1.0
         return Normalizer(np.zeros(n, np.float32), np.full(n, scale, np.float32))
+    if config.method == "zscore":
+        values = sample.astype(np.float64, copy=False)
+        mean, std = values.mean(axis=1), values.std(axis=1)
+        return Normalizer(mean.astype(np.float32), (1.0 / (std + ZSCORE_EPS)).astype(np.float32))
     offset, factor = percentile_range(sample, config.low, config.high)
     return Normalizer(offset, factor)

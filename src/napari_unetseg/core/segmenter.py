@@ -124,9 +124,24 @@ class Segmenter:
         return cls(model, config, device)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], device: str | torch.device = "auto") -> Segmenter:
-        """Load any supported weights file (see :mod:`napari_unetseg.core.weights`)."""
-        loaded = load_weights(path)
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        device: str | torch.device = "auto",
+        *,
+        trust_code: bool = False,
+    ) -> Segmenter:
+        """Load any supported weights file (see :mod:`napari_unetseg.core.weights`).
+
+        Parameters
+        ----------
+        trust_code
+            Files that hold code (TorchScript archives, and bioimage.io packages whose only
+            usable weights are TorchScript) run that code when loaded and used; it can read and
+            change your files. They are refused with :class:`TrustRequiredError` unless this is
+            True. Pass True only for files from a source you trust.
+        """
+        loaded = load_weights(path, trust_code=trust_code)
         segmenter = cls(loaded.model, loaded.config, device)
         segmenter.source = loaded.path
         return segmenter
@@ -137,6 +152,32 @@ class Segmenter:
             saved = save_weights(path, self.model, self.config)
         self.source = saved
         return saved
+
+    def export(
+        self, path: str | os.PathLike[str], format: str | None = None, **bioimageio: Any
+    ) -> Path:
+        """Write the model for other tools; the write is atomic.
+
+        Parameters
+        ----------
+        path
+            The file to write. Without ``format``, its suffix chooses: ``.zip`` a bioimage.io
+            package, ``.onnx`` ONNX, ``.ts``/``.torchscript`` TorchScript.
+        format
+            ``"bioimageio"``, ``"onnx"`` or ``"torchscript"``.
+        **bioimageio
+            Details of a bioimage.io package (authors, licence, citation, sample image, ...);
+            see :func:`napari_unetseg.core.bioimageio.export_package`.
+
+        Notes
+        -----
+        ONNX and bioimage.io need the optional packages of ``pip install
+        'napari-unetseg[bioimageio]'`` (ONNX alone: ``[export]``). Loading the TorchScript file
+        back needs ``trust_code=True``, like any file that holds code.
+        """
+        from .export import export_model
+
+        return export_model(path, self.model, self.config, format, **bioimageio)
 
     def to(self, device: str | torch.device) -> Segmenter:
         self.device = select_device(device)

@@ -8,7 +8,8 @@ Formats read:
   checkpoint dictionary; channels, classes and variant come from the tensor shapes;
 - our own model's plain ``state_dict`` saved with ``torch.save`` (with or without a JSON file
   of the same name beside it);
-- TorchScript archives.
+- TorchScript archives, only with the user's consent (``trust_code=True``): they hold code;
+- bioimage.io model packages (``.zip``), see :mod:`napari_unetseg.core.bioimageio`.
 
 Nothing here unpickles arbitrary objects: every pickle is first scanned without being run
 (:mod:`pickletools`) and refused when it names anything but tensors and plain containers,
@@ -43,11 +44,13 @@ from torch import nn
 from .config import ModelConfig, NormalizationConfig
 from .errors import UnetSegError, UnsafeWeightsError, WeightsFileError
 from .model import UNet
+from .trust import EXTRA_CONFIG, is_torchscript, read_config_text, refusal
 
 METADATA_KEY = "napari_unetseg.config"
 FORMAT_HELP = (
     "napari-unetseg reads .safetensors (its own files and plain state dicts), PyTorch state dicts "
-    "(.pt/.pth, including the classic Pytorch-UNet layout) and TorchScript archives"
+    "(.pt/.pth, including the classic Pytorch-UNet layout), bioimage.io packages (.zip) and, "
+    "with trust_code=True, TorchScript archives"
 )
 #: Keys of checkpoint dictionaries that may wrap the state dict.
 CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
@@ -530,11 +533,13 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 
 def _is_torchscript(path: Path) -> bool:
+    return is_torchscript(path)
+
+
+def _is_bioimageio(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as archive:
-            return any(
-                "/code/" in name or name.endswith("constants.pkl") for name in archive.namelist()
-            )
+            return any(n in ("rdf.yaml", "bioimageio.yaml") for n in archive.namelist())
     except (zipfile.BadZipFile, OSError, EOFError, ValueError):
         return False
 
@@ -760,8 +765,12 @@ def _torchscript_config(model: torch.jit.ScriptModule, path: Path) -> ModelConfi
 
 
 def _load_torchscript(path: Path) -> LoadedWeights:
+    """Load a TorchScript archive: this runs its code, so callers ask for consent first."""
+    extra = {EXTRA_CONFIG: ""}
     try:
-        scripted = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+        scripted = torch.jit.load(  # type: ignore[no-untyped-call]
+            str(path), map_location="cpu", _extra_files=extra
+        )
     except Exception as error:
         raise WeightsFileError(
             f"cannot read {path.name}: it looks like a TorchScript archive but is damaged or "
@@ -769,7 +778,8 @@ def _load_torchscript(path: Path) -> LoadedWeights:
         ) from None
     scripted.eval()
     check_finite_weights(scripted, path)
-    config = _read_sidecar(path) or _torchscript_config(scripted, path)
+    stored = read_config_text(extra[EXTRA_CONFIG], path.name) if extra[EXTRA_CONFIG] else None
+    config = stored or _read_sidecar(path) or _torchscript_config(scripted, path)
     return LoadedWeights(scripted, config.replace(origin="torchscript"), path, "torchscript")
 
 
@@ -798,8 +808,11 @@ def _looks_like_pickle(head: bytes) -> bool:
     return head[:1] == b"\x80" or head[:1] in (b"c", b"(", b"}", b"]", b"i")
 
 
-def load_weights(path: str | os.PathLike[str]) -> LoadedWeights:
+def load_weights(path: str | os.PathLike[str], *, trust_code: bool = False) -> LoadedWeights:
     """Read any supported weights file into a model on the CPU, with its config.
+
+    A file that holds code (TorchScript, or a bioimage.io package whose only usable weights are
+    TorchScript) is refused unless ``trust_code`` is True; then nothing of it is run or loaded.
 
     Raises
     ------
@@ -809,6 +822,8 @@ def load_weights(path: str | os.PathLike[str]) -> LoadedWeights:
     UnsafeWeightsError
         The file holds pickled Python objects that would run code when loaded; it is refused
         without being unpickled.
+    TrustRequiredError
+        The file holds TorchScript code and ``trust_code`` is False.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -838,7 +853,14 @@ def load_weights(path: str | os.PathLike[str]) -> LoadedWeights:
         return _load_safetensors(path)
 
     is_zip = head.startswith(b"PK\x03\x04")
+    if is_zip and _is_bioimageio(path):
+        from .bioimageio import load_package
+
+        loaded: LoadedWeights = load_package(path, trust_code=trust_code)
+        return loaded
     if is_zip and _is_torchscript(path):
+        if not trust_code:
+            raise refusal(path)
         return _load_torchscript(path)
     if not (is_zip or _looks_like_pickle(head)):
         raise WeightsFileError(
