@@ -119,3 +119,31 @@ def test_ctrl_c_records_a_stop_not_a_finished_run(nuclei_small, stop_after):
             if getattr(event, "step", 0) == stop_after:
                 gen.throw(KeyboardInterrupt)
     assert seg.config.training["stop_reason"] == "stopped"
+
+
+def test_training_memory_follows_the_paint_not_the_image():
+    """A 4000x4000 image painted in one corner: only that corner and its context are held."""
+    import tracemalloc
+
+    from napari_unetseg.core.config import ModelConfig
+    from napari_unetseg.core.train import prepare_planes
+
+    image = np.zeros((4000, 4000), np.uint8)
+    image[100:140, 100:140] = 200
+    labels = np.zeros(image.shape, np.uint8)
+    labels[90:150, 60:80] = 1
+    labels[110:130, 110:130] = 2
+    config = TrainConfig(patch_size=128)
+    model_config = ModelConfig.native()
+    tracemalloc.start()
+    try:
+        planes = prepare_planes(image, labels, model_config, config, model_config.normalization)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    (plane,) = planes
+    assert plane.image.shape == (1, 150 + 128, 130 + 128)  # up to the last painted row/column + 128
+    assert plane.classes.dtype == np.uint8
+    assert int(plane.train_mask.sum()) == int((labels > 0).sum())
+    # a float32 copy of the whole plane alone would be 64 MB, its int64 classes 128 MB
+    assert peak < 48 * 2**20, f"{peak / 2**20:.0f} MiB"

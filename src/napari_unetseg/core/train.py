@@ -51,6 +51,8 @@ MIN_TRUSTED_STEPS = 50
 #: Validated epochs before this share of the budget do not compete for "best": early in a
 #: run, a nearly empty model can score well on the few held-out strokes.
 BEST_FROM_PROGRESS = 0.5
+#: Planes with more pixels than this are cut to their painted region plus a patch of context.
+CROP_ABOVE_PIXELS = 4_000_000
 #: Class shares that lower the held-out Dice by more than this are applied in part, or not.
 SHARES_TOLERANCE = 0.02
 #: The shares of the bias shift tried, largest first.
@@ -197,18 +199,37 @@ def prepare_planes(
                 normalizer = fit_normalizer(image, layout, normalization_config)
             raw = layout.read_plane(image, index)
             check_finite(raw, where)
-            targets = make_targets(plane_labels, train_config, n_outputs)
+            window = painted_window(plane_labels, train_config)
+            targets = make_targets(plane_labels[window], train_config, n_outputs)
             painted_planes.append(plane_labels)
             planes.append(
                 TrainingPlane(
-                    image=normalizer(raw),
-                    classes=targets.classes,
+                    image=normalizer(raw[(slice(None), *window)]),
+                    classes=targets.classes.astype(smallest_class_dtype(n_outputs), copy=False),
                     train_mask=targets.mask.copy(),
                     validation_mask=np.zeros_like(targets.mask),
                 )
             )
     check_painted_classes(painted_planes, train_config, n_outputs)
     return planes
+
+
+def painted_window(painted: np.ndarray, config: TrainConfig) -> tuple[slice, slice]:
+    """The part of a plane training needs: all of it, or for a large plane painted sparsely,
+    the painted region and the context a patch around it sees (memory follows the paint)."""
+    whole = (slice(None), slice(None))
+    if painted.size <= CROP_ABOVE_PIXELS or not config.is_sparse:
+        return whole
+    rows, cols = np.flatnonzero(painted.any(1)), np.flatnonzero(painted.any(0))
+    margin = config.patch_size
+    return (
+        slice(max(0, rows[0] - margin), rows[-1] + 1 + margin),
+        slice(max(0, cols[0] - margin), cols[-1] + 1 + margin),
+    )
+
+
+def smallest_class_dtype(n_outputs: int) -> type[np.integer[Any]]:
+    return np.uint8 if max(n_outputs, 2) <= 256 else np.int16
 
 
 def learning_rate_factor(progress: float, warmup: float) -> float:
