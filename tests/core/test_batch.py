@@ -252,9 +252,9 @@ def test_two_workers_share_the_files_and_each_loads_the_model_once(
     loads = []
     real_load = Segmenter.load.__func__
 
-    def counting_load(cls, path, device="auto"):  # type: ignore[no-untyped-def]
+    def counting_load(cls, path, device="auto", **kwargs):  # type: ignore[no-untyped-def]
         loads.append(batch_module._current_worker())
-        return real_load(cls, path, device)
+        return real_load(cls, path, device, **kwargs)
 
     monkeypatch.setattr(Segmenter, "load", classmethod(counting_load))
     batch_module._worker_models.clear()

@@ -48,8 +48,18 @@ def segmenter() -> Segmenter:
     return Segmenter.create(device="cpu", seed=1)
 
 
+def _without_probe(reads: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """The reads without the bfloat16 probe's one tile, which may come first
+    (``precision="auto"`` proves bfloat16 on the first tile of new weights)."""
+    probe = (TILING["tile_size"], TILING["tile_size"])
+    if len(reads) > 1 and probe in (tuple(reads[0][:2]), tuple(reads[0][-2:])):
+        return reads[1:]
+    return reads
+
+
 def _tile_row_reads(reads: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
-    """All reads but the first, which is the normalisation's bounded sample."""
+    """The reads after the normalisation's bounded sample (and the probe's tile)."""
+    reads = _without_probe(reads)
     assert np.prod(reads[0]) <= MAX_SAMPLES
     return reads[1:]
 
@@ -81,7 +91,7 @@ def test_stack_with_channels_last_is_read_by_tile_rows(image, read_by_rows):
 def test_small_lazy_planes_are_read_whole_by_default(segmenter, image):
     lazy = RecordingArray(image)
     segmenter.segment(lazy, **TILING)
-    assert lazy.reads[1:] == [(200, 300)]
+    assert _without_probe(lazy.reads)[1:] == [(200, 300)]
 
 
 def test_dask_input_and_zarr_output_equal_the_in_memory_result(segmenter, image, read_by_rows):
