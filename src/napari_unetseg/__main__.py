@@ -314,7 +314,7 @@ def _add_trust_code(parser: argparse.ArgumentParser) -> None:
         "--trust-code",
         action="store_true",
         help="allow weights that contain code (TorchScript); it runs with your rights, so only "
-        "for files from a source you trust",
+        "for files from a source you trust (default: off)",
     )
 
 
