@@ -51,10 +51,6 @@ class ThreadTuner:
         if len(self.candidates) > 1:
             self.set_threads(self.current)
 
-    @property
-    def exploring(self) -> bool:
-        return bool(self.queue)
-
     def before_step(self) -> None:
         if len(self.candidates) == 1:
             return

@@ -378,7 +378,12 @@ def train_iter(
         if estimate is None:
             return
         shares, shift = estimate
-        before = evaluate(model, regions, device, config.is_objects, n_outputs)
+        # the kept weights were scored when they were chosen; others are scored now
+        before = (
+            best.dice
+            if best.state is not None
+            else evaluate(model, regions, device, config.is_objects, n_outputs)
+        )
         if before is None:  # nothing to check against: apply half, a hedge
             shift_output_bias(model, 0.5 * shift)
             history.class_shares = [round(float(v), 4) for v in shares]
