@@ -70,3 +70,13 @@ def test_short_runs_never_switch():
     tuner = ThreadTuner(2, clock=clock, set_threads=lambda n: None)
     used = drive(tuner, clock, {2: 0.1, 1: 0.05}, 15)  # 1.5 s in all
     assert set(used) == {2}
+
+
+def test_explorations_that_change_nothing_come_less_often():
+    clock = FakeClock()
+    tuner = ThreadTuner(2, clock=clock, set_threads=lambda n: None)
+    used = drive(tuner, clock, {2: 0.2, 1: 0.35}, 1000)  # about 200 s
+    assert tuner.current == 2 and tuner.period == threads.LONGEST_PERIOD
+    # at 2 s, then 15, 30 and 60 s apart: 2, 17, 47, 107, 167
+    explorations = used.count(1) // threads.WINDOW
+    assert 4 <= explorations <= 6

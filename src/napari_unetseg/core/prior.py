@@ -46,12 +46,17 @@ def class_shares_em(
     return result
 
 
+def _crop_shape(plane: TrainingPlane) -> tuple[int, int]:
+    _, ny, nx = plane.image.shape
+    return min(ny, MAX_CROP), min(nx, MAX_CROP)
+
+
 def _crops(plane: TrainingPlane, rng: np.random.Generator) -> list[np.ndarray]:
     """The whole plane when it is small, else four random crops of at most MAX_CROP px."""
     _, ny, nx = plane.image.shape
-    if ny <= MAX_CROP and nx <= MAX_CROP:
+    h, w = _crop_shape(plane)
+    if (h, w) == (ny, nx):
         return [plane.image]
-    h, w = min(ny, MAX_CROP), min(nx, MAX_CROP)
     crops = []
     for _ in range(4):
         y = int(rng.integers(0, ny - h + 1))
@@ -60,16 +65,30 @@ def _crops(plane: TrainingPlane, rng: np.random.Generator) -> list[np.ndarray]:
     return crops
 
 
+def estimate_pixels(planes: list[TrainingPlane]) -> int:
+    """How many pixels :func:`class_share_shift` predicts: to budget its time ahead."""
+    total = 0
+    for plane in planes:
+        h, w = _crop_shape(plane)
+        whole = (h, w) == plane.image.shape[1:]
+        total += h * w * (1 if whole else 4)
+    return total
+
+
 def predicted_probabilities(
     model: nn.Module,
     planes: list[TrainingPlane],
     min_size: int,
     device: torch.device,
     rng: np.random.Generator,
+    autocast_dtype: torch.dtype | None = None,
 ) -> np.ndarray:
     """Softmax (or sigmoid) outputs on the training planes, as (pixels, classes)."""
     found = []
-    with torch.inference_mode():
+    with (
+        torch.inference_mode(),
+        torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None),
+    ):
         for plane in planes:
             for crop in _crops(plane, rng):
                 h, w = crop.shape[1:]
@@ -106,6 +125,7 @@ def class_share_shift(
     min_size: int,
     device: torch.device,
     rng: np.random.Generator,
+    autocast_dtype: torch.dtype | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The image's class shares and the output-bias shift that applies them.
 
@@ -118,7 +138,9 @@ def class_share_shift(
     was_training = model.training
     model.eval()
     try:
-        probabilities = predicted_probabilities(model, planes, min_size, device, rng)
+        probabilities = predicted_probabilities(
+            model, planes, min_size, device, rng, autocast_dtype
+        )
     finally:
         model.train(was_training)
     n = probabilities.shape[1]

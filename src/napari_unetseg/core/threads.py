@@ -15,8 +15,10 @@ import torch
 
 #: Steps timed per candidate when exploring (after one warm-up step).
 WINDOW = 4
-#: Seconds between explorations once a count is chosen; contention comes and goes.
+#: Seconds between explorations once a count is chosen; contention comes and goes. Each
+#: exploration that keeps the count doubles the wait, up to LONGEST_PERIOD.
 PERIOD = 15.0
+LONGEST_PERIOD = 60.0
 #: No exploration before this many seconds: short runs keep the count they started with.
 FIRST_EXPLORATION = 2.0
 
@@ -47,6 +49,7 @@ class ThreadTuner:
         self.queue: list[int] = []  # candidates still to time in this exploration
         self.timings: dict[int, list[float]] = {}
         self.switches = 0
+        self.period = PERIOD / 2  # doubled to PERIOD by the first exploration that keeps the count
         self._active = self.current
         if len(self.candidates) > 1:
             self.set_threads(self.current)
@@ -58,7 +61,7 @@ class ThreadTuner:
         if (
             not self.queue
             and now - self.started >= FIRST_EXPLORATION
-            and now - self.last_exploration >= (PERIOD if self.timings else FIRST_EXPLORATION)
+            and now - self.last_exploration >= (self.period if self.timings else FIRST_EXPLORATION)
             and len(self.recent) >= WINDOW
         ):
             self.timings = {self.current: sorted(self.recent[-WINDOW:])}
@@ -86,6 +89,9 @@ class ThreadTuner:
             if best != self.current:
                 self.switches += 1
                 self.current = best
+                self.period = PERIOD
+            else:
+                self.period = min(LONGEST_PERIOD, 2 * self.period)
             self.recent = []
             self.last_exploration = self.clock()
 

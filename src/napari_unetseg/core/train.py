@@ -25,7 +25,7 @@ from .errors import InputError
 from .layout import resolve_layout
 from .losses import masked_loss, resolve_loss_name
 from .normalization import Normalizer, check_finite, fit_normalizer
-from .prior import class_share_shift, shift_output_bias
+from .prior import class_share_shift, estimate_pixels, shift_output_bias
 from .sampling import PatchSampler, TrainingPlane, augment
 from .targets import check_labels_dtype, check_painted_classes, make_targets
 from .threads import ThreadTuner
@@ -57,6 +57,9 @@ CROP_ABOVE_PIXELS = 4_000_000
 SHARES_TOLERANCE = 0.02
 #: The shares of the bias shift tried, largest first.
 SHARES_STEPS = (1.0, 0.5, 0.25)
+#: In the first part of a run, epochs are validated only while validation has taken less
+#: than this share of the time: those scores are shown, not used to choose weights.
+VALIDATION_TIME_SHARE = 0.05
 
 
 # --------------------------------------------------------------------------- events
@@ -312,6 +315,7 @@ def train_iter(
         device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bfloat16())
     )
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    eval_dtype = amp_dtype if use_amp else None
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and device.type == "cuda")
     pin = device.type == "cuda"
     tuner = ThreadTuner(config.threads) if device.type == "cpu" else None
@@ -321,14 +325,26 @@ def train_iter(
         history.warnings.append(split.reason)
     best = BestWeights(model)
     epoch_losses: list[float] = []
+    finish = FinishEstimate(
+        region_pixels=sum(r.mask.size for r in regions),
+        share_pixels=estimate_pixels(planes) if config.correct_class_shares else 0,
+        step_pixels=3 * config.batch_size * patch * patch,
+    )
 
     def elapsed() -> float:
         return time.perf_counter() - start
 
+    def training_seconds() -> float | None:
+        """The time budget less what scoring and the class shares will take at the end."""
+        if config.max_seconds is None:
+            return None
+        return max(0.5 * config.max_seconds, config.max_seconds - finish.seconds())
+
     def progress() -> float:
         done = []
-        if config.max_seconds is not None:
-            done.append(elapsed() / config.max_seconds)
+        budget = training_seconds()
+        if budget is not None:
+            done.append(elapsed() / budget)
         if config.max_epochs is not None:
             done.append(history.steps / (config.max_epochs * config.steps_per_epoch))
         return min(1.0, max(done))
@@ -339,14 +355,21 @@ def train_iter(
             return config.max_seconds
         return max(0.0, elapsed() * (1 - fraction) / fraction)
 
+    def timed_evaluate() -> float | None:
+        began = time.perf_counter()
+        dice = evaluate(model, regions, device, config.is_objects, n_outputs, eval_dtype)
+        finish.validated(time.perf_counter() - began)
+        return dice
+
     def score_epoch(final: bool) -> tuple[float, float | None, bool]:
         nonlocal epoch_losses
         mean_loss = float(np.mean(epoch_losses)) if epoch_losses else float("nan")
         epoch_losses = []
-        dice = evaluate(model, regions, device, config.is_objects, n_outputs)
+        eligible = final or progress() >= BEST_FROM_PROGRESS
+        affordable = finish.validation_seconds <= VALIDATION_TIME_SHARE * elapsed()
+        dice = timed_evaluate() if eligible or affordable else None
         history.epoch_losses.append(mean_loss)
         history.validation_dice.append(dice)
-        eligible = final or progress() >= BEST_FROM_PROGRESS
         improved = best.offer(dice, history.epochs, eligible)
         if improved:
             history.best_epoch, history.best_validation_dice = best.epoch, best.dice
@@ -374,7 +397,9 @@ def train_iter(
 
     def correct_shares() -> None:
         """Fold the image's class shares into the output bias, as far as held-out paint allows."""
-        estimate = class_share_shift(model, planes, model_config.min_size, device, rng)
+        estimate = class_share_shift(
+            model, planes, model_config.min_size, device, rng, eval_dtype
+        )
         if estimate is None:
             return
         shares, shift = estimate
@@ -382,7 +407,7 @@ def train_iter(
         before = (
             best.dice
             if best.state is not None
-            else evaluate(model, regions, device, config.is_objects, n_outputs)
+            else evaluate(model, regions, device, config.is_objects, n_outputs, eval_dtype)
         )
         if before is None:  # nothing to check against: apply half, a hedge
             shift_output_bias(model, 0.5 * shift)
@@ -393,7 +418,7 @@ def train_iter(
         for fraction in SHARES_STEPS:
             shift_output_bias(model, (fraction - applied) * shift)
             applied = fraction
-            after = evaluate(model, regions, device, config.is_objects, n_outputs)
+            after = evaluate(model, regions, device, config.is_objects, n_outputs, eval_dtype)
             if after is not None and after >= before - SHARES_TOLERANCE:
                 history.class_shares = [round(float(v), 4) for v in shares]
                 history.class_shares_applied = fraction
@@ -428,9 +453,7 @@ def train_iter(
 
     try:
         if start_is_candidate and regions:
-            history.start_validation_dice = evaluate(
-                model, regions, device, config.is_objects, n_outputs
-            )
+            history.start_validation_dice = timed_evaluate()
             if best.offer(history.start_validation_dice, 0, True):
                 history.best_epoch, history.best_validation_dice = 0, best.dice
             model.train()
@@ -449,7 +472,8 @@ def train_iter(
             if stop is not None and stop.is_set():
                 history.stop_reason = "stopped"
                 break
-            if config.max_seconds is not None and elapsed() >= config.max_seconds:
+            budget = training_seconds()
+            if budget is not None and elapsed() >= budget:
                 history.stop_reason = "time"
                 break
             if config.max_epochs is not None and history.epochs >= config.max_epochs:
@@ -459,8 +483,10 @@ def train_iter(
                 tuner.before_step()
             began = time.perf_counter()
             value = step()
+            took = time.perf_counter() - began
+            finish.stepped(took)
             if tuner is not None:
-                tuner.after_step(time.perf_counter() - began)
+                tuner.after_step(took)
             history.step_losses.append(value)
             epoch_losses.append(value)
             history.steps += 1
@@ -498,6 +524,40 @@ def train_iter(
             on_finish(history)
     yield TrainingDone(history)
     return history
+
+
+class FinishEstimate:
+    """How long the end of a run takes (the last validation, the class shares and their
+    check), from the measured cost of a forward pass per pixel, so the run fits its budget."""
+
+    def __init__(self, region_pixels: int, share_pixels: int, step_pixels: int) -> None:
+        self.region_pixels = region_pixels
+        self.share_pixels = share_pixels
+        self.step_pixels = step_pixels  # a step is about three forward passes of the batch
+        self.validation_seconds = 0.0
+        self.seconds_per_pixel: float | None = None
+        self._from_validation = False
+
+    def validated(self, seconds: float) -> None:
+        self.validation_seconds += seconds
+        if self.region_pixels:
+            rate = seconds / self.region_pixels
+            old = self.seconds_per_pixel if self._from_validation else None
+            self.seconds_per_pixel = rate if old is None else 0.5 * old + 0.5 * rate
+            self._from_validation = True
+
+    def stepped(self, seconds: float) -> None:
+        if not self._from_validation:
+            rate = seconds / self.step_pixels
+            old = self.seconds_per_pixel
+            self.seconds_per_pixel = rate if old is None else 0.8 * old + 0.2 * rate
+
+    def seconds(self) -> float:
+        if self.seconds_per_pixel is None:
+            return 0.0
+        checks = 2 if self.share_pixels and self.region_pixels else 1
+        pixels = self.share_pixels + checks * self.region_pixels
+        return self.seconds_per_pixel * pixels
 
 
 def _finish(history: TrainingHistory, best: BestWeights, model: nn.Module) -> None:
