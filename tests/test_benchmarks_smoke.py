@@ -146,3 +146,17 @@ def test_simulated_painting_stays_on_the_left_half_and_inside_its_class():
     assert len(painted_ids) == 2 and np.all(painted_ids > 0)
     for old in painted_ids:  # whole objects, each with one id
         assert len(np.unique(objects[instances == old])) == 1
+
+
+def test_contention_benchmark_alone_writes_its_json(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.contention import main
+    finally:
+        sys.path.remove(str(ROOT))
+    out = tmp_path / "contention.json"
+    assert main(["--seconds", "2", "--scene", "128", "--predict-size", "96", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["ours_quiet"]["steps"] >= 1 and result["bare_loop_steps_per_second"] > 0
+    assert result["prediction_side"] == 96
+    assert "ours_vs_bare_loop" in capsys.readouterr().out

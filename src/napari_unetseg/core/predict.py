@@ -24,6 +24,7 @@ import functools
 import itertools
 import math
 import threading
+import time
 import weakref
 from collections.abc import Callable, Generator, Hashable, Iterator
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from .layout import ImageLayout, PlaneView
 from .model import Up, pad_to_match
 from .normalization import Normalizer, check_finite, fit_normalizer
 from .objects import objects_from_probabilities
+from .threads import ThreadTuner
 
 # --------------------------------------------------------------------------- tiling
 
@@ -827,7 +829,12 @@ def predict_iter(
     done_before = 0
     if network is None:
         network = cached_inference_network(model, device, dtype, config.channels_last)
-    with eval_mode(network):
+    tuner = (
+        ThreadTuner(config.threads, window=2, first_exploration=0.0)
+        if device.type == "cpu"
+        else None
+    )
+    with eval_mode(network), _restoring(tuner):
         for number, index in enumerate(indices):
             where = f"plane {index}" if index else "the image"
             raw: np.ndarray | PlaneView
@@ -859,6 +866,7 @@ def predict_iter(
                     classes = classes_from_probabilities(values)
                     labels_out[(*index, slice(y0, y1), slice(None))] = classes
 
+            timer = _BatchTimer(tuner)
             for done in predict_plane_iter(
                 network,
                 raw,
@@ -872,7 +880,9 @@ def predict_iter(
                 where,
                 rows,
             ):
+                timer.finished(done)
                 yield PredictProgress(done_before + done, total_tiles, number, len(indices))
+                timer.resume()
             done_before += tiling.n_tiles
             if labels_out is not None and objects:
                 source = plane_probs
@@ -890,6 +900,35 @@ def predict_iter(
     if labels_out is not None and objects and not given_labels:
         labels_out = labels_out.astype(smallest_uint_dtype(next_id), copy=False)
     return Prediction(probabilities=probs_out, labels=labels_out)
+
+
+class _BatchTimer:
+    """Times each batch of tiles for the thread tuner, leaving out the caller's own time."""
+
+    def __init__(self, tuner: ThreadTuner | None) -> None:
+        self.tuner = tuner
+        self.tiles_done = 0
+        self.resume()
+
+    def resume(self) -> None:
+        if self.tuner is not None:
+            self.tuner.before_step()
+        self.began = time.perf_counter()
+
+    def finished(self, tiles_done: int) -> None:
+        if self.tuner is not None:
+            tiles = max(1, tiles_done - self.tiles_done)
+            self.tuner.after_step((time.perf_counter() - self.began) / tiles)
+        self.tiles_done = tiles_done
+
+
+@contextlib.contextmanager
+def _restoring(tuner: ThreadTuner | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if tuner is not None:
+            tuner.restore()
 
 
 def run_to_end(

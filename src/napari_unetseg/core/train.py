@@ -286,7 +286,6 @@ def train_iter(
     ``start_is_candidate``: the starting weights were trained before (a fine-tune), so they
     compete with the new ones and a bad fine-tune cannot replace a better model.
     """
-    start = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -319,6 +318,8 @@ def train_iter(
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and device.type == "cuda")
     pin = device.type == "cuda"
     tuner = ThreadTuner(config.threads) if device.type == "cpu" else None
+    # The clock starts here: a process's first optimiser imports torch._dynamo (seconds).
+    start = time.perf_counter()
 
     history = TrainingHistory(device=str(device))
     if split.reason and config.validation_fraction > 0:
