@@ -118,6 +118,8 @@ class TrainingHistory:
     start_validation_dice: float | None = None
     class_shares: list[float] | None = None
     class_shares_applied: float | None = None
+    #: The first epoch after which no held-out painted pixel was wrong (None: never).
+    all_right_from: int | None = None
 
     @property
     def trustworthy(self) -> bool:
@@ -356,11 +358,21 @@ def train_iter(
             return config.max_seconds
         return max(0.0, elapsed() * (1 - fraction) / fraction)
 
+    def held_out_dice() -> float | None:
+        score = evaluate(model, regions, device, config.is_objects, n_outputs, eval_dtype)
+        return None if score is None else score.dice
+
     def timed_evaluate() -> float | None:
         began = time.perf_counter()
-        dice = evaluate(model, regions, device, config.is_objects, n_outputs, eval_dtype)
+        score = evaluate(model, regions, device, config.is_objects, n_outputs, eval_dtype)
         finish.validated(time.perf_counter() - began)
-        return dice
+        if score is None:
+            return None
+        if score.wrong:
+            history.all_right_from = None
+        elif history.all_right_from is None:
+            history.all_right_from = history.epochs + 1
+        return score.dice
 
     def score_epoch(final: bool) -> tuple[float, float | None, bool]:
         nonlocal epoch_losses
@@ -398,18 +410,12 @@ def train_iter(
 
     def correct_shares() -> None:
         """Fold the image's class shares into the output bias, as far as held-out paint allows."""
-        estimate = class_share_shift(
-            model, planes, model_config.min_size, device, rng, eval_dtype
-        )
+        estimate = class_share_shift(model, planes, model_config.min_size, device, rng, eval_dtype)
         if estimate is None:
             return
         shares, shift = estimate
         # the kept weights were scored when they were chosen; others are scored now
-        before = (
-            best.dice
-            if best.state is not None
-            else evaluate(model, regions, device, config.is_objects, n_outputs, eval_dtype)
-        )
+        before = best.dice if best.state is not None else held_out_dice()
         if before is None:  # nothing to check against: apply half, a hedge
             shift_output_bias(model, 0.5 * shift)
             history.class_shares = [round(float(v), 4) for v in shares]
@@ -419,7 +425,7 @@ def train_iter(
         for fraction in SHARES_STEPS:
             shift_output_bias(model, (fraction - applied) * shift)
             applied = fraction
-            after = evaluate(model, regions, device, config.is_objects, n_outputs, eval_dtype)
+            after = held_out_dice()
             if after is not None and after >= before - SHARES_TOLERANCE:
                 history.class_shares = [round(float(v), 4) for v in shares]
                 history.class_shares_applied = fraction
@@ -572,6 +578,13 @@ def _finish(history: TrainingHistory, best: BestWeights, model: nn.Module) -> No
             f"only {history.steps} training steps ran, too few to trust the model "
             f"(at least {MIN_TRUSTED_STEPS} are needed). Was the computer busy? "
             "Train again with a longer time budget."
+        )
+    saturated = history.all_right_from
+    if saturated is not None and saturated <= max(1, history.epochs // 2):
+        history.warnings.append(
+            f"every held-out painted pixel was right from epoch {saturated} on, so "
+            "the validation Dice of 1.000 says only that the strokes are learned, not how good "
+            "the borders are. Look at the result, and paint where it is wrong or unsure."
         )
     if best.epoch == 0 and history.steps > 0:
         history.warnings.append(

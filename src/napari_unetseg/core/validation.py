@@ -154,6 +154,15 @@ def foreground_dice(
     return inter, sizes
 
 
+@dataclass(frozen=True)
+class ValidationScore:
+    """Foreground Dice on the held-out paint, and how many of its pixels were wrong."""
+
+    dice: float
+    wrong: int
+    pixels: int
+
+
 def evaluate(
     model: nn.Module,
     regions: list[ValidationRegion],
@@ -161,13 +170,14 @@ def evaluate(
     objects: bool,
     n_outputs: int,
     autocast_dtype: torch.dtype | None = None,
-) -> float | None:
-    """Foreground Dice on the held-out paint; ``autocast_dtype`` runs the forward passes in
-    that precision (the training's own), which is cheaper than float32."""
+) -> ValidationScore | None:
+    """Score the held-out paint; ``autocast_dtype`` runs the forward passes in that
+    precision (the training's own), which is cheaper than float32."""
     if not regions:
         return None
     n_fg = 1 if objects else max(n_outputs, 2) - 1
     inter, sizes = np.zeros(n_fg), np.zeros(n_fg)
+    wrong = pixels = 0
     was_training = model.training
     model.eval()
     try:
@@ -180,15 +190,17 @@ def evaluate(
                 h, w = region.mask.shape
                 logits = logits[:, :h, :w]
                 pred = (logits[0] > 0).long() if n_outputs == 1 else logits.argmax(0)
-                pred_np = pred.numpy()
-                i, s = foreground_dice(
-                    pred_np[region.mask], region.classes[region.mask], objects, n_outputs
-                )
+                predicted, painted = pred.numpy()[region.mask], region.classes[region.mask]
+                i, s = foreground_dice(predicted, painted, objects, n_outputs)
                 inter += i
                 sizes += s
+                wrong += int(
+                    np.sum((predicted > 0) != (painted > 0) if objects else predicted != painted)
+                )
+                pixels += len(painted)
     finally:
         model.train(was_training)
     scored = sizes > 0
     if not scored.any():
         return None
-    return float(np.mean(2 * inter[scored] / sizes[scored]))
+    return ValidationScore(float(np.mean(2 * inter[scored] / sizes[scored])), wrong, pixels)
