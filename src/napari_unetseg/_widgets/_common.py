@@ -166,10 +166,17 @@ class WarmUp:
 
     def __init__(self) -> None:
         self.text: str | None = None
+        #: Set once pyqtgraph is imported: the loss plot can then be built in 30 ms.
+        self.plotting = threading.Event()
         self.thread = threading.Thread(target=self._run, name="napari-unetseg warm-up")
         self.thread.start()
 
     def _run(self) -> None:
+        try:
+            with contextlib.suppress(Exception):  # the plot then imports it when built
+                import pyqtgraph  # noqa: F401
+        finally:
+            self.plotting.set()
         with contextlib.suppress(Exception):  # the device stays unnamed; loading reports it
             self.text = warm_up()
 
@@ -192,9 +199,40 @@ def warm_up() -> str:
     interpreter for up to half a second at a time; doing it here, when the widget docks,
     keeps that pause out of the first training run.
     """
+    with contextlib.suppress(Exception):  # the ordinary import then loads the libraries
+        preload_torch_libraries()
     with contextlib.suppress(ImportError):
         import torch._dynamo  # noqa: F401
     return device_text()
+
+
+def preload_torch_libraries() -> bool:
+    """Load torch's shared libraries without holding the GIL, before ``import torch``.
+
+    CPython holds the GIL while it loads an extension module, so loading libtorch (hundreds
+    of MB, and its static initialisers) stopped napari's event loop for 0.3-0.4 s even from
+    this background thread. libc's ``dlopen`` called through ctypes runs with the GIL
+    released; ``import torch`` then finds the libraries loaded. Linux only; returns whether
+    the libraries were loaded here.
+    """
+    import ctypes
+    import importlib.util
+    import os
+    import sys
+    from pathlib import Path
+
+    if not sys.platform.startswith("linux") or "torch" in sys.modules:
+        return False
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    library = Path(next(iter(spec.submodule_search_locations))) / "lib" / "libtorch_python.so"
+    if not library.is_file():
+        return False
+    dlopen = ctypes.CDLL(None).dlopen
+    dlopen.restype = ctypes.c_void_p
+    dlopen.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    return bool(dlopen(os.fsencode(library), os.RTLD_NOW | os.RTLD_LOCAL))
 
 
 def device_text() -> str:

@@ -1,8 +1,12 @@
-"""Live plot of training loss and validation Dice (pyqtgraph, imported when first shown)."""
+"""Live plot of training loss and validation Dice (pyqtgraph, imported off the main thread)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+PLOT_HEIGHT = 210
 
 
 class LossPlot(QWidget):
@@ -10,16 +14,31 @@ class LossPlot(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        import pyqtgraph as pg
-
         self.step_x: list[float] = []
         self.step_loss: list[float] = []
         self.epoch_x: list[float] = []
         self.epoch_loss: list[float] = []
         self.dice_x: list[float] = []
         self.dice: list[float] = []
+        #: The pyqtgraph plot, made by :meth:`build` (importing pyqtgraph takes 0.2-0.5 s, so
+        #: the dock imports it in its warm-up thread and builds the plot when that is done).
+        self.plot: Any = None
+        self.setMinimumHeight(PLOT_HEIGHT)
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+
+    @property
+    def built(self) -> bool:
+        return self.plot is not None
+
+    def build(self) -> None:
+        """Make the pyqtgraph plot (importing pyqtgraph here if the warm-up has not) and draw."""
+        if self.plot is not None:
+            return
+        import pyqtgraph as pg
+
         self.plot = pg.PlotWidget()
-        self.plot.setFixedHeight(210)
+        self.plot.setFixedHeight(PLOT_HEIGHT)
         self.plot.setBackground(None)
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self.plot.setLabel("bottom", "epoch")
@@ -35,9 +54,8 @@ class LossPlot(QWidget):
             symbolSize=5,
             name="validation Dice",
         )
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.plot)
+        self._layout.addWidget(self.plot)
+        self.redraw()
 
     def clear(self) -> None:
         for values in (
@@ -63,6 +81,8 @@ class LossPlot(QWidget):
             self.dice.append(dice)
 
     def redraw(self) -> None:
+        if self.plot is None:
+            return
         self._steps.setData(self.step_x, self.step_loss)
         self._epochs.setData(self.epoch_x, self.epoch_loss)
         self._dice.setData(self.dice_x, self.dice)
