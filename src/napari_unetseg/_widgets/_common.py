@@ -166,17 +166,10 @@ class WarmUp:
 
     def __init__(self) -> None:
         self.text: str | None = None
-        #: Set once pyqtgraph is imported: the loss plot can then be built in 30 ms.
-        self.plotting = threading.Event()
         self.thread = threading.Thread(target=self._run, name="napari-unetseg warm-up")
         self.thread.start()
 
     def _run(self) -> None:
-        try:
-            with contextlib.suppress(Exception):  # the plot then imports it when built
-                import pyqtgraph  # noqa: F401
-        finally:
-            self.plotting.set()
         with contextlib.suppress(Exception):  # the device stays unnamed; loading reports it
             self.text = warm_up()
 

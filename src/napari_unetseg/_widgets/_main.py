@@ -53,12 +53,9 @@ class UNetSegWidget(QWidget):
         napari_viewer.layers.selection.events.active.connect(self._follow_active)
         self._follow_active()
         self.warm_up: QTimer | None = None
-        plot_fold = self.train_section.plot_fold
-        plot_fold.toggled.connect(lambda shown: shown and self.train_section.plot.build())
-        if "torch._dynamo" in sys.modules and "pyqtgraph" in sys.modules:
+        if "torch._dynamo" in sys.modules:
             self._show_device(device_text())
-            self.train_section.plot.build()
-        else:  # import torch and pyqtgraph off the main thread so that docking stays instant
+        else:  # import torch off the main thread so that docking stays instant
             self._warming: WarmUp | None = None  # started at the first tick: after docking
             self.warm_up = QTimer(self)  # dies with the widget: no callback after close
             self.warm_up.setInterval(100)
@@ -88,8 +85,6 @@ class UNetSegWidget(QWidget):
         if self._warming is None:  # napari has finished docking: its thread competes no more
             self._warming = WarmUp.start()
             return
-        if self._warming.plotting.is_set():
-            self.train_section.plot.build()
         if not self._warming.done or self.warm_up is None:
             return
         self.warm_up.stop()
