@@ -116,3 +116,19 @@ def test_segment_is_reachable_without_scrolling_on_a_laptop(shown):
     button = widget.segment_section.start_button
     bottom = button.mapTo(widget.scroll.viewport(), QPoint(0, button.height())).y()
     assert 0 < bottom <= widget.scroll.viewport().height()
+
+
+def test_the_demo_window_shows_the_image(make_napari_viewer, qtbot):
+    from napari_unetseg._widgets._demo import DEMO_SIZE, fit_window, open_demo
+
+    viewer = make_napari_viewer(show=True)
+    width, height = fit_window(viewer, DEMO_SIZE)
+    assert (width, height) <= DEMO_SIZE
+    window = viewer.window._qt_window
+    window.resize(*DEMO_SIZE)  # as on a screen that has room for it
+    widget = open_demo(viewer)
+    settle(10)
+    canvas = viewer.window._qt_viewer.canvas.native
+    assert canvas.width() >= 512 and canvas.height() >= 512  # the sample at 100 %
+    assert widget.width() <= 400
+    qtbot.waitUntil(lambda: widget.warm_up is None, timeout=30_000)

@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     import napari
 
 
+#: The dock's width when napari first docks it: at 1280 px the image keeps over 500 px.
+PREFERRED_WIDTH = 360
+
+
 class UNetSegWidget(QWidget):
     """Paint strokes, train a U-Net, segment: one dock widget for napari-unetseg."""
 
@@ -79,7 +83,7 @@ class UNetSegWidget(QWidget):
 
     def sizeHint(self) -> QSize:
         hint = super().sizeHint()
-        return QSize(max(self.minimumSizeHint().width(), 400), hint.height())
+        return QSize(max(self.minimumSizeHint().width(), PREFERRED_WIDTH), hint.height())
 
     def _check_warm_up(self) -> None:
         if self._warming is None:  # napari has finished docking: its thread competes no more
