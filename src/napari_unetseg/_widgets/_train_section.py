@@ -9,17 +9,22 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QDoubleSpinBox,
-    QFormLayout,
     QHBoxLayout,
-    QLabel,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
-from ._common import format_seconds, start_worker
+from ._common import (
+    Fold,
+    compact,
+    format_seconds,
+    narrow_combo,
+    narrow_form,
+    start_worker,
+    tall_screen,
+)
 from ._job_section import JobSection
 from ._layers import (
     find_layer,
@@ -28,6 +33,7 @@ from ._layers import (
     image_data,
     put_labels,
     put_labels_plane,
+    result_colormap,
     result_name,
     spatial_shape,
 )
@@ -74,25 +80,36 @@ class TrainSection(JobSection):
         self.image_picker = LayerPicker(viewer, Image, placeholder="(no image layer)")
         self.labels_picker = LayerPicker(viewer, Labels, placeholder="(no Labels layer)")
         self.image_picker.currentIndexChanged.connect(self._image_changed)
-        self.mode = QComboBox()
+        self.mode = narrow_combo()
         for number, (key, (text, meaning)) in enumerate(MODES.items()):
             self.mode.addItem(text, key)
             self.mode.setItemData(number, meaning, Qt.ItemDataRole.ToolTipRole)
         self.mode.setToolTip("How the labels were painted; hover over a choice for its meaning.")
-        self.loss = QComboBox()
-        self.loss.addItems(LOSSES)
-        self.loss.setToolTip("auto: BCE + Dice for two classes, cross-entropy + Dice for more.")
         self.budget = QSpinBox()
         self.budget.setRange(1, 100_000)
         self.budget.setValue(60)
-        self.budget_unit = QComboBox()
+        self.budget_unit = narrow_combo(7)
         self.budget_unit.addItems(["seconds", "epochs"])
         self.budget_unit.currentTextChanged.connect(
             lambda unit: self.budget.setValue(60 if unit == "seconds" else 20)
         )
-        budget = QHBoxLayout()
-        budget.addWidget(self.budget)
-        budget.addWidget(self.budget_unit)
+        budget = QWidget()  # a widget, not a bare layout: the form then sees its true minimum
+        budget_row = QHBoxLayout(budget)
+        budget_row.setContentsMargins(0, 0, 0, 0)
+        budget_row.addWidget(self.budget, 1)
+        budget_row.addWidget(self.budget_unit, 1)
+        self.start_from = narrow_combo()
+        self.start_from.addItems([SCRATCH, FINE_TUNE])
+        self.live_preview = QCheckBox("preview the visible plane")
+        self.live_preview.setToolTip(
+            "After each epoch, segment the plane on screen into '<image> segmentation'."
+        )
+        self.live_preview.setChecked(True)
+
+        # advanced: fold away
+        self.loss = narrow_combo(8)
+        self.loss.addItems(LOSSES)
+        self.loss.setToolTip("auto: BCE + Dice for two classes, cross-entropy + Dice for more.")
         self.learning_rate = QDoubleSpinBox()
         self.learning_rate.setDecimals(4)
         self.learning_rate.setRange(0.0001, 0.5)
@@ -105,10 +122,14 @@ class TrainSection(JobSection):
         self.validation.setToolTip(
             "Share of the painted pixels held out to measure validation Dice."
         )
-        self.start_from = QComboBox()
-        self.start_from.addItems([SCRATCH, FINE_TUNE])
-        self.live_preview = QCheckBox("preview the visible plane after each epoch")
-        self.live_preview.setChecked(True)
+        self.base_width = QSpinBox()
+        self.base_width.setRange(4, 128)
+        self.base_width.setValue(16)
+        self.base_width.setToolTip("Channels of the first level of a new model (doubling below).")
+        self.depth = QSpinBox()
+        self.depth.setRange(2, 6)
+        self.depth.setValue(4)
+        self.depth.setToolTip("Levels of a new model: deeper sees more context, trains slower.")
 
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
@@ -118,25 +139,33 @@ class TrainSection(JobSection):
 
         self.plot = LossPlot()
 
-        form = QFormLayout()
+        form = narrow_form()
         form.addRow("image", self.image_picker)
         form.addRow("painted labels", self.labels_picker)
         form.addRow("painting", self.mode)
-        form.addRow("loss", self.loss)
         form.addRow("stop after", budget)
-        rates = QHBoxLayout()
-        rates.addWidget(self.learning_rate)
-        rates.addWidget(QLabel("validation share"))
-        rates.addWidget(self.validation)
-        form.addRow("learning rate", rates)
         form.addRow("start from", self.start_from)
+        advanced = narrow_form()
+        advanced.addRow("loss", self.loss)
+        advanced.addRow("learning rate", self.learning_rate)
+        advanced.addRow("validation share", self.validation)
+        advanced.addRow("base width (new model)", self.base_width)
+        advanced.addRow("depth (new model)", self.depth)
+        self.advanced = Fold("Advanced")
+        self.advanced.add(advanced)
+        self.plot_fold = Fold("Loss and validation Dice", expanded=tall_screen())
+        self.plot_fold.add(self.plot)
         layout = QVBoxLayout(self)
+        compact(layout)
         layout.addLayout(form)
         layout.addWidget(self.live_preview)
+        layout.addWidget(self.advanced)
         layout.addLayout(self.buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
-        layout.addWidget(self.plot)
+        layout.addWidget(self.plot_fold)
+        session.changed.connect(self._follow_model)
+        self._follow_model()
         viewer.layers.events.inserted.connect(self._image_changed)
         self._image_changed()
 
@@ -165,8 +194,23 @@ class TrainSection(JobSection):
     def _busy(self, busy: str) -> None:
         super()._busy(busy)
         training = busy == self.job_name
-        for widget in (self.image_picker, self.labels_picker, self.mode, self.start_from):
+        for widget in (
+            self.image_picker,
+            self.labels_picker,
+            self.mode,
+            self.start_from,
+            self.base_width,
+            self.depth,
+        ):
             widget.setEnabled(not training)
+
+    def _follow_model(self, *_: Any) -> None:
+        """A new model from scratch keeps the size of the current one unless changed here."""
+        current = self.session.segmenter
+        if current is None or self.session.busy or current.config.origin != "native":
+            return
+        self.base_width.setValue(int(current.config.encoder_channels[0]))
+        self.depth.setValue(int(current.config.depth))
 
     # ------------------------------------------------------------------ settings
 
@@ -220,10 +264,11 @@ class TrainSection(JobSection):
             return None
         new_model = None
         if scratch:
-            width, depth = 16, 4
-            if current is not None and current.config.origin == "native":
-                width, depth = current.config.encoder_channels[0], current.config.depth
-            new_model = NewModel(in_channels=image_channels(image), base_width=width, depth=depth)
+            new_model = NewModel(
+                in_channels=image_channels(image),
+                base_width=int(self.base_width.value()),
+                depth=int(self.depth.value()),
+            )
         try:
             settings = self.settings()
             from napari_unetseg.core import TrainConfig, UnetSegError
@@ -235,12 +280,14 @@ class TrainSection(JobSection):
 
         axes = image_axes(image)
         self._preview_plane = None
+        self._painting = labels_layer
+        self._mode = str(settings["mode"])
+        self._new_model = None
         if self.live_preview.isChecked() and labels_layer.name != result_name(image):
             self._prepare_preview(image, axes, current if not scratch else None)
         self._image = image
         self.history = None
         self._steps_per_epoch = int(settings.get("steps_per_epoch", 25))
-        self.plot.clear()
         stop = self.begin("Checking the painting…")
         painted = np.array(labels_layer.data, copy=True)  # the painted layer is never written to
         self.worker = start_worker(
@@ -277,7 +324,27 @@ class TrainSection(JobSection):
         self._preview_shape = layout.output_shape
         existing = find_layer(self.viewer, result_name(image))
         if existing is None or existing.data.shape != layout.output_shape:
-            put_labels(self.viewer, image, np.zeros(layout.output_shape, np.uint8))
+            put_labels(
+                self.viewer,
+                image,
+                np.zeros(layout.output_shape, np.uint8),
+                colormap=self._result_colors(model),
+            )
+
+    def _result_colors(self, model: Any) -> Any:
+        """The preview's colours: each class in its colour in the painting (objects: a palette)."""
+        from ._jobs import classes_needed
+        from ._layers import object_colormap
+
+        if (model is not None and model.is_objects) or self._mode.startswith("objects"):
+            return object_colormap()
+        painted = self._painting.data if self._painting is not None else np.zeros(1, np.uint8)
+        n_classes = (
+            model.config.n_classes
+            if model is not None
+            else classes_needed(np.asarray(painted), self._mode)
+        )
+        return result_colormap(self._painting, self._mode, n_classes)
 
     def stop(self) -> None:
         """Ask training to end after the current step; the best weights are kept."""
@@ -291,6 +358,8 @@ class TrainSection(JobSection):
         from ._jobs import ModelCreated, Preview
 
         if isinstance(event, StepDone):
+            if self._new_model is not None:  # it has learnt: it becomes the current model
+                self.session.segmenter, self._new_model = self._new_model, None
             self.plot.add_step(event.step / self._steps_per_epoch, event.loss)
             now = time.monotonic()
             if now - self._last_draw >= REDRAW_INTERVAL:
@@ -313,9 +382,10 @@ class TrainSection(JobSection):
                 self.viewer, self._image, event.index, event.labels, self._preview_shape
             )
         elif isinstance(event, ModelCreated):
-            self.session.segmenter = event.segmenter
+            self._new_model = event.segmenter  # current only after its first step
         elif isinstance(event, TrainingStarted):
             self._best = None
+            self.plot.clear()  # the inputs passed their checks: a new curve begins
             held = (
                 f", {event.validation_pixels:,} held out for validation"
                 if event.validation_pixels
@@ -357,6 +427,9 @@ class TrainSection(JobSection):
                 show_warning(f"Training: {warning}")
 
     _best: float | None = None
+    _new_model: Any = None
+    _painting: Any = None
+    _mode = "sparse"
 
     def _best_text(self) -> str:
         return f" · best validation Dice {self._best:.3f}" if self._best is not None else ""
@@ -366,10 +439,10 @@ class TrainSection(JobSection):
             self.progress.setValue(int(1000 * elapsed / max(elapsed + remaining, 1e-9)))
 
     def _on_error(self, error: BaseException) -> None:
-        self.status.setText("Training did not run; see the message.")
-        report_exception(error, "Training")
+        self.status.setText(report_exception(error, "Training did not run"))
 
     def _on_finished(self) -> None:
+        self._new_model = None  # never stepped: the current model stays as it was
         super()._on_finished()
         if self.history is not None and self.history.steps > 0:
             self.start_from.setCurrentText(FINE_TUNE)

@@ -36,7 +36,7 @@ from .predict import (
     run_to_end,
 )
 from .resources import check_memory, parameter_bytes, training_bytes
-from .train import TrainingEvent, TrainingHistory, consume, prepare_planes
+from .train import TrainingEvent, TrainingHistory, consume, prepare_planes, wants_bar
 from .train import train_iter as _train_iter
 from .weights import load_weights, save_weights
 
@@ -65,6 +65,8 @@ class Segmenter:
         self.device = select_device(device)
         self.model = model.to(self.device).eval()
         self.source: Path | None = None
+        #: True once training has changed the weights read from or written to ``source``.
+        self.changed_since_saved = False
         # Held while a training step changes the weights, and while a prediction copies them
         # or a save reads them: a Segmenter may be shared between threads.
         self._lock = threading.RLock()
@@ -144,6 +146,7 @@ class Segmenter:
         loaded = load_weights(path, trust_code=trust_code)
         segmenter = cls(loaded.model, loaded.config, device)
         segmenter.source = loaded.path
+        segmenter.changed_since_saved = False
         return segmenter
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -151,6 +154,7 @@ class Segmenter:
         with self._lock:
             saved = save_weights(path, self.model, self.config)
         self.source = saved
+        self.changed_since_saved = False
         return saved
 
     def export(
@@ -216,15 +220,24 @@ class Segmenter:
         t = c.training
         if t:
             dice = t.get("best_validation_dice")
+            runs = int(t.get("runs", 1))
+            total = t.get("total_steps", t.get("steps"))
+            done = (
+                f"{total} steps in {runs} runs (the last: {t.get('steps')} steps in "
+                f"{t.get('seconds')} s)"
+                if runs > 1
+                else f"{total} steps in {t.get('seconds')} s"
+            )
             lines.append(
-                f"trained: {t.get('mode')} labels, {t.get('steps')} steps in {t.get('seconds')} s"
+                f"trained: {t.get('mode')} labels, {done}"
                 + (f", validation Dice {dice:.3f}" if isinstance(dice, float) else "")
             )
         else:
             lines.append("not trained yet" if c.origin == "native" else "trained elsewhere")
         lines.append(f"device: {describe_device(self.device)}")
         if self.source is not None:
-            lines.append(f"file: {self.source}")
+            changed = " (trained further since; not saved)" if self.changed_since_saved else ""
+            lines.append(f"file: {self.source}{changed}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -284,6 +297,7 @@ class Segmenter:
                 "total_steps": steps,
             }
             self.config = self.config.replace(normalization=normalization, training=summary)
+            self.changed_since_saved = True
 
         return self._one_step_at_a_time(
             _train_iter(
@@ -340,10 +354,19 @@ class Segmenter:
         config: TrainConfig | None = None,
         *,
         axes: str | None = None,
-        progress: bool = True,
+        progress: bool | None = None,
     ) -> TrainingHistory:
-        """Train until the budget is spent (blocking) and return the history; see :meth:`train_iter`."""
-        return consume(self.train_iter(image, labels, config, axes=axes), progress_bar=progress)
+        """Train until the budget is spent (blocking) and return the history; see :meth:`train_iter`.
+
+        Parameters
+        ----------
+        progress
+            Show a tqdm progress bar on stderr: True always, False never, None (the default)
+            only when stderr is a terminal, so notebooks, batch jobs and logs stay quiet.
+        """
+        return consume(
+            self.train_iter(image, labels, config, axes=axes), progress_bar=wants_bar(progress)
+        )
 
     # ----------------------------------------------------------------- prediction
 

@@ -593,6 +593,16 @@ def _finish(history: TrainingHistory, best: BestWeights, model: nn.Module) -> No
         )
 
 
+def wants_bar(progress: bool | None) -> bool:
+    """A progress bar when asked (True), never (False), or on a terminal only (None)."""
+    if progress is not None:
+        return bool(progress)
+    import sys
+
+    stream = sys.stderr
+    return stream is not None and hasattr(stream, "isatty") and stream.isatty()
+
+
 def consume(
     events: Generator[TrainingEvent, None, TrainingHistory], progress_bar: bool = True
 ) -> TrainingHistory:
