@@ -12,6 +12,7 @@ from ._common import WarmUp, device_text
 from ._model_section import ModelSection
 from ._segment_section import SegmentSection
 from ._session import session_for
+from ._suggest import SuggestSection
 from ._train_section import TrainSection
 
 if TYPE_CHECKING:
@@ -28,11 +29,13 @@ class UNetSegWidget(QWidget):
         self.model_section = ModelSection(self.session)
         self.train_section = TrainSection(napari_viewer, self.session)
         self.segment_section = SegmentSection(napari_viewer, self.session)
+        self.suggest_section = SuggestSection(napari_viewer, self.session, self.train_section)
 
         content = QWidget()
         column = QVBoxLayout(content)
         column.addWidget(self.model_section)
         column.addWidget(self.train_section)
+        column.addWidget(self.suggest_section)
         column.addWidget(self.segment_section)
         column.addStretch(1)
         scroll = QScrollArea()
@@ -74,7 +77,7 @@ class UNetSegWidget(QWidget):
         layer = self.viewer.layers.selection.active
         if layer is None or self.session.busy:
             return
-        if isinstance(layer, Image) and not layer.name.endswith(" probabilities"):
+        if isinstance(layer, Image) and not layer.name.endswith((" probabilities", " uncertainty")):
             self.train_section.image_picker.set_layer(layer)
             self.segment_section.image_picker.set_layer(layer)
         elif isinstance(layer, Labels) and not layer.name.endswith(" segmentation"):

@@ -133,6 +133,9 @@ class TrainSection(JobSection):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.live_preview)
+        from ._live import add_live_toggle
+
+        self.live = add_live_toggle(self)
         layout.addLayout(self.buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
@@ -185,8 +188,11 @@ class TrainSection(JobSection):
 
     # ------------------------------------------------------------------ start / stop
 
-    def start(self) -> Any:
-        """Check the inputs, then train in a worker thread; returns the worker (or None)."""
+    def start(self, live: bool = False) -> Any:
+        """Check the inputs, then train in a worker thread; returns the worker (or None).
+
+        ``live``: train until stopped, learning strokes painted meanwhile (see ``_live``).
+        """
         from ._jobs import NewModel, train_job
 
         if self.another_job_runs():
@@ -235,14 +241,20 @@ class TrainSection(JobSection):
 
         axes = image_axes(image)
         self._preview_plane = None
-        if self.live_preview.isChecked() and labels_layer.name != result_name(image):
+        if (live or self.live_preview.isChecked()) and labels_layer.name != result_name(image):
             self._prepare_preview(image, axes, current if not scratch else None)
         self._image = image
         self.history = None
         self._steps_per_epoch = int(settings.get("steps_per_epoch", 25))
         self.plot.clear()
         stop = self.begin("Checking the painting…")
-        painted = np.array(labels_layer.data, copy=True)  # the painted layer is never written to
+        painted: Any = np.array(labels_layer.data, copy=True)  # the layer is never written to
+        live_options: dict[str, Any] = {}
+        if live:
+            from ._live import LIVE_PREVIEW_SECONDS, live_feed
+
+            painted, live_options = live_feed(self, image, labels_layer, axes)
+            live_options["preview_every"] = LIVE_PREVIEW_SECONDS
         self.worker = start_worker(
             train_job,
             None if scratch else current,
@@ -252,13 +264,17 @@ class TrainSection(JobSection):
             settings,
             axes,
             stop,
-            self._preview_plane,
+            live_options.pop("preview_plane", self._preview_plane),
+            **live_options,
             connect={
                 "yielded": self._on_event,
                 "errored": self._on_error,
                 "finished": self._on_finished,
             },
         )
+        if live:
+            self.worker.finished.connect(painted.close)
+            self.viewer.layers.selection.active = labels_layer  # keep painting, not the result
         return self.worker
 
     def _prepare_preview(self, image: Any, axes: str | None, model: Any) -> None:
@@ -286,7 +302,13 @@ class TrainSection(JobSection):
     # ------------------------------------------------------------------ events (main thread)
 
     def _on_event(self, event: Any) -> None:
-        from napari_unetseg.core import EpochDone, StepDone, TrainingDone, TrainingStarted
+        from napari_unetseg.core import (
+            EpochDone,
+            PaintUpdated,
+            StepDone,
+            TrainingDone,
+            TrainingStarted,
+        )
 
         from ._jobs import ModelCreated, Preview
 
@@ -312,6 +334,10 @@ class TrainSection(JobSection):
             put_labels_plane(
                 self.viewer, self._image, event.index, event.labels, self._preview_shape
             )
+        elif isinstance(event, PaintUpdated):
+            from ._live import paint_update_text
+
+            self.status.setText(paint_update_text(event))
         elif isinstance(event, ModelCreated):
             self.session.segmenter = event.segmenter
         elif isinstance(event, TrainingStarted):
