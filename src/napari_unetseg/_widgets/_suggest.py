@@ -17,7 +17,7 @@ from qtpy.QtWidgets import QCheckBox, QFormLayout, QSpinBox, QVBoxLayout, QWidge
 
 from ._job_section import JobSection
 from ._layers import _spatial_transform, find_layer, image_axes, image_data, spatial_shape
-from ._notify import report_exception, show_error
+from ._notify import report_exception, show_error, show_warning
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -143,7 +143,10 @@ class SuggestSection(JobSection):
 
         from ._common import start_worker
 
-        if self.worker is not None or self.session.busy not in ("", "training"):
+        if self.worker is not None:
+            return None
+        if self.session.busy not in ("", "training"):
+            show_warning(f"Wait until {self.session.busy} has finished, or stop it.")
             return None
         image = self.train.image_picker.layer()
         painting = self.train.labels_picker.layer()
