@@ -41,7 +41,7 @@ def test_live_mode_learns_a_new_stroke_and_keeps_the_painting_selected(
     qtbot.waitUntil(lambda: any(isinstance(e, Preview) for e in events), timeout=60_000)
     assert "cells segmentation" in viewer.layers
     assert viewer.layers.selection.active is painted  # the preview did not take it either
-    assert "picked up" in train.status.text() or train.history is None
+    qtbot.waitUntil(lambda: "new paint learnt" in train.status.text(), timeout=30_000)
 
     train.live.click()  # off: stops, keeps the weights
     wait_idle(qtbot, widget)

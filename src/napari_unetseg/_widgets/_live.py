@@ -136,13 +136,10 @@ def add_live_toggle(section: TrainSection) -> LiveToggle:
 
 
 def paint_update_text(event: Any) -> str:
-    """The status line for a ``PaintUpdated`` event."""
+    """A note for the status line about a ``PaintUpdated`` event."""
     if event.problem:
-        return f"The new paint cannot be used yet ({event.problem}); training goes on without it."
-    held = f", {event.validation_pixels:,} held out" if event.validation_pixels else ""
-    return (
-        f"New paint picked up at epoch {event.epoch}: {event.train_pixels:,} painted pixels{held}."
-    )
+        return f" · new paint not used yet: {event.problem}"
+    return f" · new paint learnt from epoch {event.epoch}: {event.train_pixels:,} px"
 
 
 def live_feed(

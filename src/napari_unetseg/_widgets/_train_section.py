@@ -245,6 +245,7 @@ class TrainSection(JobSection):
             self._prepare_preview(image, axes, current if not scratch else None)
         self._image = image
         self.history = None
+        self._paint_note = ""
         self._steps_per_epoch = int(settings.get("steps_per_epoch", 25))
         self.plot.clear()
         stop = self.begin("Checking the painting…")
@@ -321,7 +322,13 @@ class TrainSection(JobSection):
                 self.status.setText(
                     f"epoch {event.epoch} · step {event.step} · loss {event.loss:.3f} · "
                     f"{format_seconds(event.elapsed)} elapsed, "
-                    f"{format_seconds(event.remaining)} left" + self._best_text()
+                    + (
+                        f"{format_seconds(event.remaining)} left"
+                        if event.remaining is not None
+                        else "live until stopped"
+                    )
+                    + self._best_text()
+                    + self._paint_note
                 )
                 self.plot.redraw()
         elif isinstance(event, EpochDone):
@@ -337,7 +344,8 @@ class TrainSection(JobSection):
         elif isinstance(event, PaintUpdated):
             from ._live import paint_update_text
 
-            self.status.setText(paint_update_text(event))
+            self._paint_note = paint_update_text(event)
+            self.status.setText(self._paint_note.lstrip(" ·"))
         elif isinstance(event, ModelCreated):
             self.session.segmenter = event.segmenter
         elif isinstance(event, TrainingStarted):
@@ -383,6 +391,7 @@ class TrainSection(JobSection):
                 show_warning(f"Training: {warning}")
 
     _best: float | None = None
+    _paint_note = ""  # live mode: the last paint picked up
 
     def _best_text(self) -> str:
         return f" · best validation Dice {self._best:.3f}" if self._best is not None else ""
