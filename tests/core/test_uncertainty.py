@@ -79,6 +79,15 @@ def test_uncertainty_of_stacks_and_multichannel_images(shape, channels, axes, sp
     assert unsure.shape == spatial and unsure.dtype == np.float32
 
 
+def test_object_models_have_an_uncertainty_over_their_three_outputs(image):
+    objects = Segmenter.create(task="objects", **TINY)
+    result = run_to_end(objects.predict_iter(image, uncertainty=True))
+    assert result.labels.shape == result.uncertainty.shape == image.shape
+    np.testing.assert_allclose(
+        result.uncertainty, entropy_from_probabilities(result.probabilities), atol=1e-6
+    )
+
+
 def test_uncertainty_of_lazy_images_fills_out(seg, image):
     da = pytest.importorskip("dask.array")
     expected = seg.uncertainty(image)
