@@ -130,6 +130,15 @@ def test_suggestions_go_to_unpainted_uncertain_places_first():
                 )
 
 
+def test_a_thin_uncertain_edge_does_not_outrank_a_whole_uncertain_window():
+    unsure = np.zeros((96, 96), np.float32)
+    unsure[:, :4] = 1.0  # a strip along the border, as tiling at the edge can give
+    unsure[40:56, 50:66] = 0.5  # one whole window of doubt
+    first = suggest_regions(unsure, count=1, window=16)[0]
+    assert first.box == (40, 48, 56, 64) or abs(first.centre[1] - 58) <= 4
+    assert first.score == pytest.approx(0.5, abs=0.15)
+
+
 def test_suggestions_stay_where_allowed_and_stop_when_all_is_certain():
     shape = (100, 100)
     unsure = blob(shape, 50, 80).astype(np.float32)

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from .errors import InputError
 
@@ -81,28 +80,32 @@ def _plane_candidates(
     window: int,
     count: int,
 ) -> list[PaintSuggestion]:
-    """The best ``count`` windows of one plane, no two overlapping."""
+    """The best ``count`` windows of one plane, no two overlapping.
+
+    Only windows that lie wholly inside the plane are scored, so a window at the edge is
+    judged by as many pixels as any other.
+    """
     height, width = uncertainty.shape
     window = min(window, height, width)
     block = max(1, window // 4)
-    cells = max(1, window // block)  # a window, in cells
+    cells = max(1, window // block)  # a window, in cells of block x block pixels
     worth = _block_means(np.where(open_to_paint, uncertainty, 0.0), block)
-    score = ndi.uniform_filter(worth, size=cells, mode="constant")
-    inside = ndi.uniform_filter(
-        _block_means(np.ones_like(uncertainty), block), cells, mode="constant"
-    )
-    score = np.where(inside > 0, score / np.maximum(inside, 1e-9), 0.0)
+    integral = np.pad(worth.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    # mean over every window of cells x cells, indexed by its top-left cell
+    score = (
+        integral[cells:, cells:]
+        - integral[:-cells, cells:]
+        - integral[cells:, :-cells]
+        + integral[:-cells, :-cells]
+    ) / (cells * cells)
     found: list[PaintSuggestion] = []
     while len(found) < count:
         flat = int(np.argmax(score))
         best = float(score.flat[flat])
         if best <= 0:
             break
-        cy, cx = np.unravel_index(flat, score.shape)
-        y = int(min(height - 1, cy * block + block // 2))
-        x = int(min(width - 1, cx * block + block // 2))
-        top = int(np.clip(y - window // 2, 0, height - window))
-        left = int(np.clip(x - window // 2, 0, width - window))
+        row, col = (int(v) for v in np.unravel_index(flat, score.shape))
+        top, left = min(row * block, height - window), min(col * block, width - window)
         found.append(
             PaintSuggestion(
                 index=index,
@@ -112,7 +115,7 @@ def _plane_candidates(
             )
         )
         # no later window may overlap this one
-        score[max(0, cy - cells + 1) : cy + cells, max(0, cx - cells + 1) : cx + cells] = 0.0
+        score[max(0, row - cells + 1) : row + cells, max(0, col - cells + 1) : col + cells] = 0.0
     return found
 
 
