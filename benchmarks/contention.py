@@ -126,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.contention", description=__doc__)
     parser.add_argument("--seconds", type=float, default=defaults.contention_seconds)
     parser.add_argument("--predict-size", type=int, default=defaults.contention_predict_size)
-    parser.add_argument("--scene", type=int, default=defaults.train_scene, help="training scene side")
+    parser.add_argument(
+        "--scene", type=int, default=defaults.train_scene, help="training scene side"
+    )
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "contention.json"
     )

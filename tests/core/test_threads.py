@@ -94,8 +94,7 @@ def test_a_fixed_count_is_used_and_restored():
 
 
 def test_prediction_runs_at_the_count_asked_and_gives_the_threads_back(monkeypatch):
-    from napari_unetseg.core import PredictConfig, Segmenter
-    from napari_unetseg.core import predict
+    from napari_unetseg.core import PredictConfig, Segmenter, predict
 
     seen = []
     to_probabilities = predict.logits_to_probabilities

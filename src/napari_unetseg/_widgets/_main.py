@@ -12,6 +12,7 @@ from ._common import WarmUp, device_text
 from ._model_section import ModelSection
 from ._segment_section import SegmentSection
 from ._session import session_for
+from ._suggest import SuggestSection
 from ._train_section import TrainSection
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class UNetSegWidget(QWidget):
         self.model_section = ModelSection(self.session)
         self.train_section = TrainSection(napari_viewer, self.session)
         self.segment_section = SegmentSection(napari_viewer, self.session)
+        self.suggest_section = SuggestSection(napari_viewer, self.session, self.train_section)
 
         self.content = QWidget()
         column = QVBoxLayout(self.content)
@@ -39,6 +41,7 @@ class UNetSegWidget(QWidget):
         column.setSpacing(6)
         column.addWidget(self.model_section)
         column.addWidget(self.train_section)
+        column.addWidget(self.suggest_section)
         column.addWidget(self.segment_section)
         column.addStretch(1)
         # Rows wrap and stack instead of widening, so the dock never scrolls sideways: its
@@ -107,7 +110,7 @@ class UNetSegWidget(QWidget):
         layer = self.viewer.layers.selection.active
         if layer is None or self.session.busy:
             return
-        if isinstance(layer, Image) and not layer.name.endswith(" probabilities"):
+        if isinstance(layer, Image) and not layer.name.endswith((" probabilities", " uncertainty")):
             self.train_section.image_picker.set_layer(layer)
             self.segment_section.image_picker.set_layer(layer)
         elif isinstance(layer, Labels) and not layer.name.endswith(" segmentation"):

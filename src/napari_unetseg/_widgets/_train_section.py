@@ -160,6 +160,9 @@ class TrainSection(JobSection):
         layout.addLayout(form)
         layout.addWidget(self.live_preview)
         layout.addWidget(self.advanced)
+        from ._live import add_live_toggle
+
+        self.live = add_live_toggle(self)
         layout.addLayout(self.buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
@@ -229,8 +232,11 @@ class TrainSection(JobSection):
 
     # ------------------------------------------------------------------ start / stop
 
-    def start(self) -> Any:
-        """Check the inputs, then train in a worker thread; returns the worker (or None)."""
+    def start(self, live: bool = False) -> Any:
+        """Check the inputs, then train in a worker thread; returns the worker (or None).
+
+        ``live``: train until stopped, learning strokes painted meanwhile (see ``_live``).
+        """
         from ._jobs import NewModel, train_job
 
         if self.another_job_runs():
@@ -283,13 +289,20 @@ class TrainSection(JobSection):
         self._painting = labels_layer
         self._mode = str(settings["mode"])
         self._new_model = None
-        if self.live_preview.isChecked() and labels_layer.name != result_name(image):
+        if (live or self.live_preview.isChecked()) and labels_layer.name != result_name(image):
             self._prepare_preview(image, axes, current if not scratch else None)
         self._image = image
         self.history = None
+        self._paint_note = ""
         self._steps_per_epoch = int(settings.get("steps_per_epoch", 25))
         stop = self.begin("Checking the painting…")
-        painted = np.array(labels_layer.data, copy=True)  # the painted layer is never written to
+        painted: Any = np.array(labels_layer.data, copy=True)  # the layer is never written to
+        live_options: dict[str, Any] = {}
+        if live:
+            from ._live import LIVE_PREVIEW_SECONDS, live_feed
+
+            painted, live_options = live_feed(self, image, labels_layer, axes)
+            live_options["preview_every"] = LIVE_PREVIEW_SECONDS
         self.worker = start_worker(
             train_job,
             None if scratch else current,
@@ -299,13 +312,17 @@ class TrainSection(JobSection):
             settings,
             axes,
             stop,
-            self._preview_plane,
+            live_options.pop("preview_plane", self._preview_plane),
+            **live_options,
             connect={
                 "yielded": self._on_event,
                 "errored": self._on_error,
                 "finished": self._on_finished,
             },
         )
+        if live:
+            self.worker.finished.connect(painted.close)
+            self.viewer.layers.selection.active = labels_layer  # keep painting, not the result
         return self.worker
 
     def _prepare_preview(self, image: Any, axes: str | None, model: Any) -> None:
@@ -353,7 +370,13 @@ class TrainSection(JobSection):
     # ------------------------------------------------------------------ events (main thread)
 
     def _on_event(self, event: Any) -> None:
-        from napari_unetseg.core import EpochDone, StepDone, TrainingDone, TrainingStarted
+        from napari_unetseg.core import (
+            EpochDone,
+            PaintUpdated,
+            StepDone,
+            TrainingDone,
+            TrainingStarted,
+        )
 
         from ._jobs import ModelCreated, Preview
 
@@ -368,7 +391,13 @@ class TrainSection(JobSection):
                 self.status.setText(
                     f"epoch {event.epoch} · step {event.step} · loss {event.loss:.3f} · "
                     f"{format_seconds(event.elapsed)} elapsed, "
-                    f"{format_seconds(event.remaining)} left" + self._best_text()
+                    + (
+                        f"{format_seconds(event.remaining)} left"
+                        if event.remaining is not None
+                        else "live until stopped"
+                    )
+                    + self._best_text()
+                    + self._paint_note
                 )
                 self.plot.redraw()
         elif isinstance(event, EpochDone):
@@ -381,6 +410,11 @@ class TrainSection(JobSection):
             put_labels_plane(
                 self.viewer, self._image, event.index, event.labels, self._preview_shape
             )
+        elif isinstance(event, PaintUpdated):
+            from ._live import paint_update_text
+
+            self._paint_note = paint_update_text(event)
+            self.status.setText(self._paint_note.lstrip(" ·"))
         elif isinstance(event, ModelCreated):
             self._new_model = event.segmenter  # current only after its first step
         elif isinstance(event, TrainingStarted):
@@ -430,6 +464,7 @@ class TrainSection(JobSection):
     _new_model: Any = None
     _painting: Any = None
     _mode = "sparse"
+    _paint_note = ""  # live mode: the last paint picked up
 
     def _best_text(self) -> str:
         return f" · best validation Dice {self._best:.3f}" if self._best is not None else ""

@@ -21,7 +21,7 @@ from torch import nn
 from .allocator import in_a_job
 from .config import ModelConfig, TrainConfig
 from .devices import cpu_has_native_bfloat16
-from .errors import InputError
+from .errors import InputError, UnetSegError
 from .layout import resolve_layout
 from .losses import masked_loss, resolve_loss_name
 from .normalization import Normalizer, check_finite, fit_normalizer
@@ -33,6 +33,7 @@ from .validation import evaluate, split_validation, validation_regions
 
 __all__ = [
     "EpochDone",
+    "PaintUpdated",
     "StepDone",
     "TrainingDone",
     "TrainingHistory",
@@ -100,6 +101,21 @@ class EpochDone:
     remaining: float | None
 
 
+@dataclass(frozen=True)
+class PaintUpdated:
+    """New paint reached training between two epochs (live painting).
+
+    ``problem`` says why the new paint could not be used; training then goes on with the
+    paint it had.
+    """
+
+    epoch: int
+    step: int
+    train_pixels: int
+    validation_pixels: int
+    problem: str | None = None
+
+
 @dataclass
 class TrainingHistory:
     """What happened in one training run; ``Segmenter.train`` returns it."""
@@ -120,6 +136,8 @@ class TrainingHistory:
     class_shares_applied: float | None = None
     #: The first epoch after which no held-out painted pixel was wrong (None: never).
     all_right_from: int | None = None
+    #: Times new paint was picked up during the run (live painting).
+    paint_updates: int = 0
 
     @property
     def trustworthy(self) -> bool:
@@ -152,7 +170,7 @@ class TrainingDone:
     history: TrainingHistory
 
 
-TrainingEvent = TrainingStarted | StepDone | EpochDone | TrainingDone
+TrainingEvent = TrainingStarted | StepDone | EpochDone | PaintUpdated | TrainingDone
 
 
 # --------------------------------------------------------------------------- data
@@ -282,11 +300,20 @@ def train_iter(
     stop: threading.Event | None = None,
     on_finish: Callable[[TrainingHistory], None] | None = None,
     start_is_candidate: bool = False,
+    refresh: Callable[[], list[TrainingPlane] | None] | None = None,
+    until_stopped: bool = False,
 ) -> Generator[TrainingEvent, None, TrainingHistory]:
     """Train ``model`` in place; yields events, returns the history, keeps the best weights.
 
     ``start_is_candidate``: the starting weights were trained before (a fine-tune), so they
     compete with the new ones and a bad fine-tune cannot replace a better model.
+
+    ``refresh`` is called after every epoch: new planes (the paint changed) replace the old
+    ones, with a fresh validation split, and a :class:`PaintUpdated` event follows; None
+    keeps them. An :class:`~napari_unetseg.core.errors.UnetSegError` it raises is reported in
+    that event and the old planes stay. ``until_stopped`` ignores the budget: training runs
+    until ``stop`` or ``close()``, at the full learning rate after a one-epoch warm-up, and
+    keeps its final weights.
     """
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
@@ -298,11 +325,7 @@ def train_iter(
     split = split_validation(
         planes, config.validation_fraction, config.validation_block, rng, n_classes
     )
-    largest = max(max(p.classes.shape) for p in planes)
-    patch = min(
-        config.patch_size, int(math.ceil(largest / model_config.min_size) * model_config.min_size)
-    )
-    patch = max(patch, model_config.min_size)
+    patch = _patch_size(planes, config, model_config)
     sampler = PatchSampler(planes, patch, n_classes, rng)
     regions = validation_regions(planes, config.validation_block, model_config.min_size, rng)
 
@@ -344,6 +367,8 @@ def train_iter(
         return max(0.5 * config.max_seconds, config.max_seconds - finish.seconds())
 
     def progress() -> float:
+        if until_stopped:
+            return 0.0  # no budget: no epoch but the last competes for "best"
         done = []
         budget = training_seconds()
         if budget is not None:
@@ -353,6 +378,8 @@ def train_iter(
         return min(1.0, max(done))
 
     def remaining() -> float | None:
+        if until_stopped:
+            return None
         fraction = progress()
         if fraction <= 0:
             return config.max_seconds
@@ -436,11 +463,52 @@ def train_iter(
             "so they were not applied."
         )
 
+    def rate_factor() -> float:
+        if until_stopped:  # warm up over the first epoch, then the full rate
+            return min(1.0, max(0.05, history.steps / config.steps_per_epoch))
+        return learning_rate_factor(progress(), config.warmup_fraction)
+
+    def take_new_paint() -> PaintUpdated | None:
+        """Planes from ``refresh``, when the paint changed; the best-weights race restarts."""
+        nonlocal planes, split, patch, sampler, regions, best
+        if refresh is None:
+            return None
+        problem = None
+        try:
+            fresh = refresh()
+        except UnetSegError as error:
+            fresh, problem = None, str(error)
+        if fresh is not None:
+            planes = fresh
+            split = split_validation(
+                planes, config.validation_fraction, config.validation_block, rng, n_classes
+            )
+            patch = _patch_size(planes, config, model_config)
+            sampler = PatchSampler(planes, patch, n_classes, rng)
+            regions = validation_regions(
+                planes, config.validation_block, model_config.min_size, rng
+            )
+            finish.paint_changed(
+                region_pixels=sum(r.mask.size for r in regions),
+                share_pixels=estimate_pixels(planes) if config.correct_class_shares else 0,
+            )
+            history.all_right_from = None
+            best = BestWeights(model)  # scores on the old paint do not compare
+            history.best_epoch = history.best_validation_dice = None
+            history.paint_updates += 1
+        elif problem is None:
+            return None
+        return PaintUpdated(
+            epoch=history.epochs,
+            step=history.steps,
+            train_pixels=int(sum(p.train_mask.sum() for p in planes)),
+            validation_pixels=int(sum(p.validation_mask.sum() for p in planes)),
+            problem=problem,
+        )
+
     def step() -> float:
         for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * learning_rate_factor(
-                progress(), config.warmup_fraction
-            )
+            group["lr"] = config.learning_rate * rate_factor()
         xb, yb, mb = (torch.from_numpy(a) for a in sampler.sample(config.batch_size))
         if config.augment:
             xb, yb, mb = augment(xb, yb, mb, config.intensity_jitter, generator)
@@ -479,11 +547,12 @@ def train_iter(
             if stop is not None and stop.is_set():
                 history.stop_reason = "stopped"
                 break
-            budget = training_seconds()
-            if budget is not None and elapsed() >= budget:
+            budget = not until_stopped
+            seconds = training_seconds()
+            if budget and seconds is not None and elapsed() >= seconds:
                 history.stop_reason = "time"
                 break
-            if config.max_epochs is not None and history.epochs >= config.max_epochs:
+            if budget and config.max_epochs is not None and history.epochs >= config.max_epochs:
                 history.stop_reason = "epochs"
                 break
             if tuner is not None:
@@ -507,6 +576,10 @@ def train_iter(
             )
             if history.steps % config.steps_per_epoch == 0:
                 yield end_epoch()
+                update = take_new_paint()
+                if update is not None:
+                    yield update
+                    model.train()
         if epoch_losses:  # score the last, partial epoch too
             yield end_epoch(final=True)
         else:
@@ -545,6 +618,10 @@ class FinishEstimate:
         self.seconds_per_pixel: float | None = None
         self._from_validation = False
 
+    def paint_changed(self, region_pixels: int, share_pixels: int) -> None:
+        """New paint: new amounts to score; the measured cost per pixel still holds."""
+        self.region_pixels, self.share_pixels = region_pixels, share_pixels
+
     def validated(self, seconds: float) -> None:
         self.validation_seconds += seconds
         if self.region_pixels:
@@ -565,6 +642,14 @@ class FinishEstimate:
         checks = 2 if self.share_pixels and self.region_pixels else 1
         pixels = self.share_pixels + checks * self.region_pixels
         return self.seconds_per_pixel * pixels
+
+
+def _patch_size(planes: list[TrainingPlane], config: TrainConfig, model_config: ModelConfig) -> int:
+    """The training patch: ``config.patch_size``, or less for small planes (a multiple the model takes)."""
+    multiple = model_config.min_size
+    largest = max(max(p.classes.shape) for p in planes)
+    patch = min(config.patch_size, int(math.ceil(largest / multiple) * multiple))
+    return max(patch, multiple)
 
 
 def _finish(history: TrainingHistory, best: BestWeights, model: nn.Module) -> None:
