@@ -46,37 +46,48 @@ def class_shares_em(
     return result
 
 
+#: Largest crop (voxels) of a volume predicted to estimate the proportions.
+MAX_VOLUME_CROP = (32, 128, 128)
+
+
 def _crops(plane: TrainingPlane, rng: np.random.Generator) -> list[np.ndarray]:
-    """The whole plane when it is small, else four random crops of at most MAX_CROP px."""
-    _, ny, nx = plane.image.shape
-    if ny <= MAX_CROP and nx <= MAX_CROP:
+    """The whole plane (or volume) when it is small, else four random crops of at most
+    MAX_CROP px (MAX_VOLUME_CROP voxels)."""
+    shape = plane.image.shape[1:]
+    limits = MAX_VOLUME_CROP if len(shape) == 3 else (MAX_CROP, MAX_CROP)
+    if all(n <= limit for n, limit in zip(shape, limits, strict=True)):
         return [plane.image]
-    h, w = min(ny, MAX_CROP), min(nx, MAX_CROP)
+    sides = [min(n, limit) for n, limit in zip(shape, limits, strict=True)]
     crops = []
     for _ in range(4):
-        y = int(rng.integers(0, ny - h + 1))
-        x = int(rng.integers(0, nx - w + 1))
-        crops.append(plane.image[:, y : y + h, x : x + w])
+        starts = [int(rng.integers(0, n - side + 1)) for n, side in zip(shape, sides, strict=True)]
+        window = tuple(slice(a, a + side) for a, side in zip(starts, sides, strict=True))
+        crops.append(plane.image[(slice(None), *window)])
     return crops
 
 
 def predicted_probabilities(
     model: nn.Module,
     planes: list[TrainingPlane],
-    min_size: int,
+    min_size: int | tuple[int, ...],
     device: torch.device,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """Softmax (or sigmoid) outputs on the training planes, as (pixels, classes)."""
+    """Softmax (or sigmoid) outputs on the training planes, as (pixels, classes).
+
+    ``min_size``: the multiple of each input side (one number, or one per spatial axis).
+    """
     found = []
     with torch.inference_mode():
         for plane in planes:
             for crop in _crops(plane, rng):
-                h, w = crop.shape[1:]
-                pad = ((0, 0), (0, (-h) % min_size), (0, (-w) % min_size))
-                padded = np.pad(crop, pad, mode="reflect" if min(h, w) > min_size else "edge")
+                shape = crop.shape[1:]
+                multiples = (min_size,) * len(shape) if isinstance(min_size, int) else min_size
+                pad = ((0, 0), *((0, (-n) % m) for n, m in zip(shape, multiples, strict=True)))
+                fits = all(n > m for n, m in zip(shape, multiples, strict=True))
+                padded = np.pad(crop, pad, mode="reflect" if fits else "edge")
                 x = torch.from_numpy(np.ascontiguousarray(padded))[None].to(device)
-                logits = model(x)[0, :, :h, :w].float()
+                logits = model(x)[0][(slice(None), *(slice(0, n) for n in shape))].float()
                 if logits.shape[0] == 1:
                     fg = torch.sigmoid(logits[0])
                     probs = torch.stack([1 - fg, fg])
@@ -86,11 +97,11 @@ def predicted_probabilities(
     return np.concatenate(found)
 
 
-def output_layer(model: nn.Module) -> nn.Conv2d | None:
+def output_layer(model: nn.Module) -> nn.Conv2d | nn.Conv3d | None:
     """The last 1x1 convolution, whose bias holds the class proportions."""
     outc = getattr(model, "outc", None)
     conv = getattr(outc, "conv", None)
-    if isinstance(conv, nn.Conv2d) and conv.bias is not None:
+    if isinstance(conv, nn.Conv2d | nn.Conv3d) and conv.bias is not None:
         return conv
     return None
 
@@ -103,7 +114,7 @@ def output_bias(model: nn.Module) -> torch.Tensor | None:
 def class_share_shift(
     model: nn.Module,
     planes: list[TrainingPlane],
-    min_size: int,
+    min_size: int | tuple[int, ...],
     device: torch.device,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray] | None:

@@ -291,16 +291,32 @@ def train_iter(
     n_classes = max(n_outputs, 2)
     loss_name = resolve_loss_name(config.loss, n_outputs)
 
-    split = split_validation(
-        planes, config.validation_fraction, config.validation_block, rng, n_classes
-    )
-    largest = max(max(p.classes.shape) for p in planes)
-    patch = min(
-        config.patch_size, int(math.ceil(largest / model_config.min_size) * model_config.min_size)
-    )
-    patch = max(patch, model_config.min_size)
-    sampler = PatchSampler(planes, patch, n_classes, rng)
-    regions = validation_regions(planes, config.validation_block, model_config.min_size, rng)
+    volumes = model_config.spatial_dims == 3
+    batch_size = config.volume_batch_size if volumes else config.batch_size
+    if volumes:
+        from .volumes import split_volume_validation, volume_patch, volume_validation_regions
+
+        split = split_volume_validation(
+            planes, config.validation_fraction, config.validation_block, rng, n_classes
+        )
+        sides = volume_patch(planes, model_config, config)
+        patch = sides[-1]
+        sampler = PatchSampler(planes, sides, n_classes, rng)
+        regions = volume_validation_regions(
+            planes, config.validation_block, model_config.multiples, sides[0], rng
+        )
+    else:
+        split = split_validation(
+            planes, config.validation_fraction, config.validation_block, rng, n_classes
+        )
+        largest = max(max(p.classes.shape) for p in planes)
+        patch = min(
+            config.patch_size,
+            int(math.ceil(largest / model_config.min_size) * model_config.min_size),
+        )
+        patch = max(patch, model_config.min_size)
+        sampler = PatchSampler(planes, patch, n_classes, rng)
+        regions = validation_regions(planes, config.validation_block, model_config.min_size, rng)
 
     model.to(device)
     model.train()
@@ -374,7 +390,7 @@ def train_iter(
 
     def correct_shares() -> None:
         """Fold the image's class shares into the output bias, as far as held-out paint allows."""
-        estimate = class_share_shift(model, planes, model_config.min_size, device, rng)
+        estimate = class_share_shift(model, planes, model_config.multiples, device, rng)
         if estimate is None:
             return
         shares, shift = estimate
@@ -409,7 +425,7 @@ def train_iter(
             group["lr"] = config.learning_rate * learning_rate_factor(
                 progress(), config.warmup_fraction
             )
-        xb, yb, mb = (torch.from_numpy(a) for a in sampler.sample(config.batch_size))
+        xb, yb, mb = (torch.from_numpy(a) for a in sampler.sample(batch_size))
         if config.augment:
             xb, yb, mb = augment(xb, yb, mb, config.intensity_jitter, generator)
         if pin:
