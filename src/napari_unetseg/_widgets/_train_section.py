@@ -47,6 +47,9 @@ MODES = {
 }
 LOSSES = ["auto", "bce+dice", "dice", "bce", "ce+dice", "ce"]
 SCRATCH, FINE_TUNE = "new model (from scratch)", "current model (fine-tune)"
+#: A new model for a stack: 2-D plane by plane, or 3-D (sees neighbouring planes); the
+#: default is 3-D, from the measurements in docs/benchmarks.md (stacks painted on a few planes).
+NETWORKS = {3: "3-D (sees neighbouring planes)", 2: "2-D (plane by plane)"}
 #: The plot and the status text are redrawn at most this often (seconds).
 REDRAW_INTERVAL = 0.1
 
@@ -107,6 +110,13 @@ class TrainSection(JobSection):
         )
         self.start_from = QComboBox()
         self.start_from.addItems([SCRATCH, FINE_TUNE])
+        self.network = QComboBox()
+        for dims, text in NETWORKS.items():
+            self.network.addItem(text, dims)
+        self.network.setToolTip(
+            "For a stack, a new model is 3-D (it learns from the planes above and below the "
+            "painted ones) or 2-D (each plane alone). Single images always use 2-D."
+        )
         self.live_preview = QCheckBox("preview the visible plane after each epoch")
         self.live_preview.setChecked(True)
 
@@ -130,6 +140,7 @@ class TrainSection(JobSection):
         rates.addWidget(self.validation)
         form.addRow("learning rate", rates)
         form.addRow("start from", self.start_from)
+        form.addRow("network", self.network)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.live_preview)
@@ -145,6 +156,7 @@ class TrainSection(JobSection):
     def _image_changed(self, *_: Any) -> None:
         """Choose a Labels layer that fits the image, preferring one that is not a result."""
         image = self.image_picker.layer()
+        self.network.setEnabled(image is not None and self.network_choices(image) == (2, 3))
         if image is None or self.session.busy == "training":
             return
         shape = spatial_shape(image)
@@ -167,6 +179,21 @@ class TrainSection(JobSection):
         training = busy == self.job_name
         for widget in (self.image_picker, self.labels_picker, self.mode, self.start_from):
             widget.setEnabled(not training)
+        image = self.image_picker.layer()
+        self.network.setEnabled(
+            not training and image is not None and self.network_choices(image) == (2, 3)
+        )
+
+    @staticmethod
+    def network_choices(image: Any) -> tuple[int, ...]:
+        """(2, 3) for a stack (a Z axis before Y and X), (2,) for a single image."""
+        return (2, 3) if len(spatial_shape(image)) > 2 else (2,)
+
+    def spatial_dims(self, image: Any) -> int:
+        """The kind of new model this image gets: the choice for a stack, else 2-D."""
+        if self.network_choices(image) == (2,):
+            return 2
+        return int(self.network.currentData())
 
     # ------------------------------------------------------------------ settings
 
@@ -223,7 +250,15 @@ class TrainSection(JobSection):
             width, depth = 16, 4
             if current is not None and current.config.origin == "native":
                 width, depth = current.config.encoder_channels[0], current.config.depth
-            new_model = NewModel(in_channels=image_channels(image), base_width=width, depth=depth)
+            dims = self.spatial_dims(image)
+            voxel = tuple(float(v) for v in image.scale[-3:]) if dims == 3 else None
+            new_model = NewModel(
+                in_channels=image_channels(image),
+                base_width=width,
+                depth=depth,
+                spatial_dims=dims,
+                voxel_size=voxel,
+            )
         try:
             settings = self.settings()
             from napari_unetseg.core import TrainConfig, UnetSegError
@@ -326,8 +361,11 @@ class TrainSection(JobSection):
                 if event.validation_note
                 else ""
             )
+            model = self.session.segmenter
+            kind = "3-D U-Net" if model is not None and model.is_3d else "2-D U-Net"
             self.status.setText(
-                f"Training on {event.device}: {event.train_pixels:,} painted pixels{held}.{note}"
+                f"Training a {kind} on {event.device}: {event.train_pixels:,} painted pixels"
+                f"{held}.{note}"
             )
         elif isinstance(event, TrainingDone):
             self.history = event.history
