@@ -218,9 +218,7 @@ def run_stack_case(
         "seed": seed,
         "shape": list(stack.image.shape),
         "painted_planes": planes,
-        "painted_percent_of_painted_planes": round(
-            100 * float((painted[planes] > 0).mean()), 2
-        ),
+        "painted_percent_of_painted_planes": round(100 * float((painted[planes] > 0).mean()), 2),
         "truth_foreground_percent": round(100 * float(stack.foreground[scored].mean()), 1),
         "epochs": epochs,
         "info": info,
@@ -268,8 +266,12 @@ def stack_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         by_case.setdefault(r["case"], []).append(r)
     out: dict[str, Any] = {}
     for name, group in by_case.items():
-        entry = {"dice": {k: round(float(np.mean([g["dice"][k] for g in group])), 4) for k in CONTENDERS}}
+        entry = {
+            "dice": {k: round(float(np.mean([g["dice"][k] for g in group])), 4) for k in CONTENDERS}
+        }
         if "f1" in group[0]:
-            entry["f1"] = {k: round(float(np.mean([g["f1"][k] for g in group])), 4) for k in CONTENDERS}
+            entry["f1"] = {
+                k: round(float(np.mean([g["f1"][k] for g in group])), 4) for k in CONTENDERS
+            }
         out[name] = entry
     return out

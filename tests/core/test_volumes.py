@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -73,7 +75,9 @@ def test_z_pooling_follows_the_voxel_size(voxel, depth, expected):
 
 
 def test_3d_unet_shapes_and_pool_kernels():
-    config = ModelConfig.native(2, 3, base_width=4, depth=3, spatial_dims=3, voxel_size=(2, 0.5, 0.5))
+    config = ModelConfig.native(
+        2, 3, base_width=4, depth=3, spatial_dims=3, voxel_size=(2, 0.5, 0.5)
+    )
     model = UNet(config)
     kernels = [model.get_submodule(f"down{k}.maxpool_conv.0").kernel_size for k in (1, 2, 3)]
     assert kernels == [(1, 2, 2), (1, 2, 2), (2, 2, 2)]
@@ -183,14 +187,16 @@ def test_a_3d_model_needs_a_stack():
 
 def _untiled(seg: Segmenter, image: np.ndarray) -> np.ndarray:
     """One forward pass over the whole normalised stack, padded to the network's multiples."""
-    from napari_unetseg.core.normalization import fit_normalizer
     from napari_unetseg.core.layout import resolve_layout
+    from napari_unetseg.core.normalization import fit_normalizer
     from napari_unetseg.core.predict import logits_to_probabilities
 
     layout = resolve_layout(image, 1)
     normalizer = fit_normalizer(image, layout, seg.config.normalization)
     x = normalizer(image.reshape(1, -1, image.shape[-1])).reshape(1, *image.shape)
-    pads = [(0, 0)] + [(0, (-n) % m) for n, m in zip(image.shape, seg.config.multiples)]
+    pads = [(0, 0)] + [
+        (0, (-n) % m) for n, m in zip(image.shape, seg.config.multiples, strict=False)
+    ]
     x = np.pad(x, pads, mode="reflect")
     with torch.no_grad():
         probs = logits_to_probabilities(seg.model.eval()(torch.from_numpy(x)[None]))[0]
@@ -218,8 +224,8 @@ def test_owned_ranges_cover_the_axis_once():
     tz, _, _ = plan_volume((37, 64, 64), config, (2, 4, 4))
     ranges = owned_ranges(tz)
     assert ranges[0][0] == 0 and ranges[-1][1] == 37
-    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
-    assert all(s <= a and b <= s + tz.tile for (a, b), s in zip(ranges, tz.starts))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+    assert all(s <= a and b <= s + tz.tile for (a, b), s in zip(ranges, tz.starts, strict=False))
 
 
 class CountingStack:

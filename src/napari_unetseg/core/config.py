@@ -516,6 +516,10 @@ class TrainConfig:
     loop choose torch's CPU thread count from measured step times, which keeps it fast
     when another program keeps a core busy. ``normalization=None`` keeps the model's own
     (percentile for a new model); a value given here is stored with the model.
+
+    A 3-D model (``spatial_dims=3``) trains on ``volume_batch_size`` patches of
+    ``volume_patch_size`` (z, y, x) voxels instead of ``batch_size`` and ``patch_size``;
+    the patch's depth is cut to the stack's.
     """
 
     mode: TrainMode = "sparse"
@@ -621,6 +625,8 @@ class PredictConfig:
     ``precision="auto"`` uses bfloat16 on CPUs with native bfloat16 support and bfloat16 or
     float16 on CUDA, float32 elsewhere; the lower precision is kept only where it agrees
     with float32 on the model's first tile (:mod:`napari_unetseg.core.precision`).
+    A 3-D model reads tiles of ``volume_tile_size`` (z, y, x) voxels, overlapping by
+    ``overlap`` (at most a quarter of the tile in each axis), in float32 under "auto".
     """
 
     tile_size: int = 576

@@ -80,9 +80,13 @@ class Up(nn.Module):
             self.up = nn.Upsample(scale_factor=scale, mode=mode, align_corners=True)
             up_channels = deep_channels
         else:
-            transposed = nn.ConvTranspose3d if dims == 3 else nn.ConvTranspose2d
-            kernel = factor if dims == 3 else 2
-            self.up = transposed(deep_channels, skip_channels, kernel_size=kernel, stride=kernel)
+            if dims == 3:
+                kz = factor[0]
+                self.up = nn.ConvTranspose3d(
+                    deep_channels, skip_channels, kernel_size=(kz, 2, 2), stride=(kz, 2, 2)
+                )
+            else:
+                self.up = nn.ConvTranspose2d(deep_channels, skip_channels, kernel_size=2, stride=2)
             up_channels = skip_channels
         self.conv = DoubleConv(up_channels + skip_channels, out_channels, mid_channels, bias, dims)
 

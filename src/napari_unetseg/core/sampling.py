@@ -74,10 +74,12 @@ class PatchSampler:
             plane, *centre = centres[self.rng.integers(len(centres))]
             image = self.images[plane]
             halves = [side // 2 for side in sides]
-            if len(set(halves)) == 1:
-                jitters = self.rng.integers(-halves[0] // 2, halves[0] // 2 + 1, size=len(sides))
+            jitters: list[int]
+            if len(set(halves)) == 1:  # one draw for all axes, as before volumes existed
+                drawn = self.rng.integers(-halves[0] // 2, halves[0] // 2 + 1, size=len(sides))
+                jitters = [int(j) for j in drawn]
             else:
-                jitters = [self.rng.integers(-h // 2, h // 2 + 1) for h in halves]
+                jitters = [int(self.rng.integers(-h // 2, h // 2 + 1)) for h in halves]
             window = []
             for axis, (c, side, pad) in enumerate(zip(centre, sides, self.pads, strict=True)):
                 start = c + pad - halves[axis] + jitters[axis]

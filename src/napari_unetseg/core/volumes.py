@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 from scipy import ndimage as ndi
-from skimage.segmentation import find_boundaries
 from torch import nn
 
 from .config import ModelConfig, PredictConfig, TrainConfig
@@ -117,7 +116,9 @@ def normalize_volume(normalizer: Normalizer, block: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- training data
 
 
-def volume_patch(volumes: list[TrainingPlane], model: ModelConfig, config: TrainConfig) -> tuple[int, ...]:
+def volume_patch(
+    volumes: list[TrainingPlane], model: ModelConfig, config: TrainConfig
+) -> tuple[int, ...]:
     """The (z, y, x) patch for these volumes: the configured one, no larger than the largest
     volume (rounded up to the network's multiples) and no smaller than those multiples."""
     largest = [max(v.classes.shape[a] for v in volumes) for a in range(3)]
@@ -147,7 +148,9 @@ def volume_object_classes(labels: np.ndarray, config: TrainConfig) -> tuple[np.n
     dense = config.mode == "objects-dense"
     mask = np.ones(labels.shape, bool) if dense else labels > 0
     is_object = labels >= (1 if dense else 2)
-    classes = np.stack([object_classes(plane, obj) for plane, obj in zip(labels, is_object, strict=True)])
+    classes = np.stack(
+        [object_classes(plane, obj) for plane, obj in zip(labels, is_object, strict=True)]
+    )
     # Z neighbours: both painted, different ids, one of them an object.
     above, below = labels[:-1], labels[1:]
     both = mask[:-1] & mask[1:] & (above != below)
@@ -263,7 +266,9 @@ def split_volume_validation(
 
 
 def _pad_to(array: np.ndarray, multiples: tuple[int, ...], leading: int) -> np.ndarray:
-    pads = [(0, 0)] * leading + [(0, (-n) % m) for n, m in zip(array.shape[leading:], multiples, strict=True)]
+    pads = [(0, 0)] * leading + [
+        (0, (-n) % m) for n, m in zip(array.shape[leading:], multiples, strict=True)
+    ]
     fits = all(n > p for n, (_, p) in zip(array.shape, pads, strict=True))
     return np.pad(array, pads, mode="reflect" if fits else "edge")
 
@@ -280,18 +285,18 @@ def volume_validation_regions(
     for volume in volumes:
         nz, ny, nx = volume.classes.shape
         side = validation_block_for((ny, nx), block)
-        for z in np.flatnonzero(volume.validation_mask.any(axis=(1, 2))):
+        for plane in np.flatnonzero(volume.validation_mask.any(axis=(1, 2))):
             for y in range(0, ny, side):
                 for x in range(0, nx, side):
-                    if volume.validation_mask[z, y : y + side, x : x + side].any():
-                        found.append((volume, int(z), y, x, side))
+                    if volume.validation_mask[plane, y : y + side, x : x + side].any():
+                        found.append((volume, int(plane), y, x, side))
     if len(found) > MAX_VOLUME_VALIDATION_REGIONS:
         chosen = rng.choice(len(found), MAX_VOLUME_VALIDATION_REGIONS, replace=False)
         found = [found[i] for i in sorted(chosen)]
     regions = []
     for volume, z, y, x, side in found:
         nz, ny, nx = volume.classes.shape
-        z0 = max(0, min(z - depth // 2, nz - depth))
+        z0 = int(max(0, min(z - depth // 2, nz - depth)))
         z1 = min(nz, z0 + depth)
         y0, x0 = max(0, y - VALIDATION_MARGIN), max(0, x - VALIDATION_MARGIN)
         y1, x1 = min(ny, y + side + VALIDATION_MARGIN), min(nx, x + side + VALIDATION_MARGIN)
@@ -373,6 +378,30 @@ def _read_tile(
     return tile
 
 
+class _RowSink:
+    """Where finished rows of a slab go: probabilities, a volume kept for the watershed, labels."""
+
+    def __init__(self, probs_out: Any, volume_probs: np.ndarray | None, labels_out: Any) -> None:
+        self.probs_out, self.volume_probs, self.labels_out = probs_out, volume_probs, labels_out
+
+    def write(
+        self, outer: tuple[int, ...], z0: int, keep_z: list[int], y0: int, rows: np.ndarray
+    ) -> None:
+        """``rows`` (n, slab planes from ``z0``, rows from ``y0``, X); planes ``keep_z`` written."""
+        y1 = y0 + rows.shape[2]
+        if y1 <= y0:
+            return
+        if self.probs_out is not None:
+            for z in keep_z:
+                self.probs_out[(slice(None), *outer, z, slice(y0, y1))] = rows[:, z - z0]
+        if self.volume_probs is not None:
+            self.volume_probs[:, z0 : z0 + rows.shape[1], y0:y1] = rows
+        if self.labels_out is not None:
+            classes = classes_from_probabilities(rows[:, [z - z0 for z in keep_z]])
+            for n, z in enumerate(keep_z):
+                self.labels_out[(*outer, z, slice(y0, y1))] = classes[n]
+
+
 def predict_volume_iter(
     network: nn.Module,
     model_config: ModelConfig,
@@ -407,7 +436,11 @@ def predict_volume_iter(
     tz, ty, tx = plan_volume(shape, config, model_config.multiples)
     z_owned = owned_ranges(tz)
     wanted: dict[tuple[int, ...], set[int]] = {}
-    for index in [(*outer, z) for outer in volume_indices(layout) for z in range(shape[0])] if planes is None else planes:
+    for index in (
+        [(*outer, z) for outer in volume_indices(layout) for z in range(shape[0])]
+        if planes is None
+        else planes
+    ):
         wanted.setdefault(tuple(index[:-1]), set()).add(int(index[-1]))
     if normalizer is None:
         normalizer = fit_normalizer(image, layout, model_config.normalization)
@@ -418,9 +451,11 @@ def predict_volume_iter(
         probs_out = out_probabilities
     elif want_probabilities:
         probs_out = np.zeros((n_outputs, *layout.output_shape), np.float32)
-    label_dtype = np.dtype(np.uint32) if objects else classes_from_probabilities(
-        np.zeros((n_outputs, 1), np.float32)
-    ).dtype
+    label_dtype = (
+        np.dtype(np.uint32)
+        if objects
+        else classes_from_probabilities(np.zeros((n_outputs, 1), np.float32)).dtype
+    )
     labels_out: Any = None
     if out_labels is not None and want_labels:
         check_out(out_labels, image, layout.output_shape, "ui", "labels")
@@ -445,7 +480,11 @@ def predict_volume_iter(
 
     def finish_objects(outer: tuple[int, ...]) -> None:
         nonlocal next_id
-        source = volume_probs if volume_probs is not None else np.asarray(probs_out[(slice(None), *outer)])
+        source = (
+            volume_probs
+            if volume_probs is not None
+            else np.asarray(probs_out[(slice(None), *outer)])
+        )
         ids = volume_objects(source, config.min_object_size, model_config.voxel_size)
         keep = np.zeros(shape[0], bool)
         keep[sorted(wanted[outer])] = True
@@ -477,36 +516,22 @@ def predict_volume_iter(
             band = torch.zeros((n_outputs, z1 - z0, 0, tx.padded))
             top = 0  # first row held in the band
 
-            def emit(y0: int, y1: int, values: torch.Tensor) -> None:
-                rows = values.numpy()
-                y1 = min(y1, shape[1])
-                if y1 <= y0:
-                    return
-                rows = rows[:, :, : y1 - y0, : shape[2]]
-                zsel = [z - z0 for z in keep_z]
-                if probs_out is not None:
-                    for z in keep_z:
-                        probs_out[(slice(None), *outer, z, slice(y0, y1))] = rows[:, z - z0]
-                if volume_probs is not None:
-                    volume_probs[:, z0:z1, y0:y1] = rows
-                if labels_out is not None and not objects:
-                    classes = classes_from_probabilities(rows[:, zsel])
-                    for n, z in enumerate(keep_z):
-                        labels_out[(*outer, z, slice(y0, y1))] = classes[n]
-
             for i in range(len(ty.starts)):
                 for j in range(len(tx.starts)):
                     tile = _read_tile(view, (tz, ty, tx), (k, i, j), normalizer, where)
                     x = torch.from_numpy(tile)[None].to(device)
-                    with torch.no_grad(), torch.autocast(
-                        device.type, dtype=dtype, enabled=use_autocast
+                    with (
+                        torch.no_grad(),
+                        torch.autocast(device.type, dtype=dtype, enabled=use_autocast),
                     ):
                         probs = logits_to_probabilities(network(x))[0].cpu()
                     probs = probs[:, local]
                     y0, x0 = ty.starts[i] - top, tx.starts[j]
                     missing = y0 + ty.tile - band.shape[2]
                     if missing > 0:
-                        band = torch.cat([band, band.new_zeros((*band.shape[:2], missing, band.shape[3]))], 2)
+                        band = torch.cat(
+                            [band, band.new_zeros((*band.shape[:2], missing, band.shape[3]))], 2
+                        )
                     weight = wy[i][:, None] * wx[j][None, :]
                     band[:, :, y0 : y0 + ty.tile, x0 : x0 + tx.tile].addcmul_(probs, weight)
                     done += 1
@@ -515,7 +540,9 @@ def predict_volume_iter(
                 finished = ty.starts[i + 1] if i + 1 < len(ty.starts) else ty.padded
                 count = finished - top
                 if count > 0:
-                    emit(top, top + count, band[:, :, :count])
+                    rows = band[:, :, :count].numpy()[:, :, : max(0, shape[1] - top), : shape[2]]
+                    sink = _RowSink(probs_out, volume_probs, None if objects else labels_out)
+                    sink.write(outer, z0, keep_z, top, rows)
                     band = band[:, :, count:].clone()
                     top += count
         if current_outer is not None and objects and labels_out is not None:
