@@ -87,10 +87,12 @@ def _paint_class(
 
 
 def paint_region(shape: tuple[int, int], part: str = "left") -> np.ndarray:
-    """Where a person paints: the left half (the right half is scored)."""
+    """Where a person paints: the left half (the right half is scored), or "all" of it."""
     region = np.zeros(shape, bool)
     half = shape[1] // 2
-    if part == "left":
+    if part == "all":
+        region[:] = True
+    elif part == "left":
         region[:, :half] = True
     else:
         region[:, half:] = True
@@ -105,14 +107,16 @@ def paint_strokes(
     thin: bool = False,
     fraction: float = 0.015,
     foreground_share: float = 0.4,
+    part: str = "left",
 ) -> np.ndarray:
-    """Class strokes on the left half: 0 unpainted, 1 background, 2 foreground.
+    """Class strokes on the left half (or ``part="all"`` of the image): 0 unpainted,
+    1 background, 2 foreground.
 
-    ``fraction`` of the left half is painted, ``foreground_share`` of it foreground. Strokes keep a
+    ``fraction`` of that part is painted, ``foreground_share`` of it foreground. Strokes keep a
     margin from the class border, as a person's do. ``thin`` foregrounds (walls, membranes) get a
     one-pixel brush along their middle.
     """
-    region = paint_region(foreground.shape)
+    region = paint_region(foreground.shape, part)
     budget = fraction * region.sum()
     painted = np.zeros(foreground.shape, np.uint8)
     if thin:

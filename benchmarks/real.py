@@ -366,6 +366,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="a TrainConfig setting to try instead of the default (repeatable)",
     )
+    parser.add_argument(
+        "--stacks",
+        action="store_true",
+        help="the 3-D stacks instead: 2-D against 3-D U-Nets, forest and Otsu on unpainted planes "
+        "(with --epochs; default 8)",
+    )
     parser.add_argument("--figures", type=Path, help="write a picture of each case's errors here")
     parser.add_argument("--name", default="real", help="results file name (without .json)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
@@ -373,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     options = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.train_option)}
     if args.epochs:
         options |= {"max_seconds": None, "max_epochs": args.epochs}
+    if args.stacks:
+        return run_stacks(args, options)
     cases = [c for c in CASES if not args.cases or c.name in args.cases]
     if args.quick:
         cases = [CASES[0], CASES[5]]
@@ -408,6 +416,43 @@ def main(argv: list[str] | None = None) -> int:
         },
         "rows": rows,
         "summary": summary(rows),
+    }
+    print(json.dumps(result["summary"], indent=1))
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = f"{args.name}-quick" if args.quick else args.name
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    if args.quick:  # the stacks too, on a tiny crop
+        args.name = "real-stacks"
+        run_stacks(args, {"max_epochs": 1, "steps_per_epoch": 2})
+    return 0
+
+
+def run_stacks(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    """The 3-D cases of :mod:`benchmarks.stacks`, written to ``<name>.json``."""
+    from .stacks import STACK_CASES, run_stack_case, stack_summary, stack_table
+
+    epochs = int(options.pop("max_epochs", None) or args.epochs or 8)
+    options.pop("max_seconds", None)
+    cases = [c for c in STACK_CASES if not args.cases or c.name in args.cases]
+    if args.quick:
+        cases = cases[:1]
+    rows = []
+    for case in cases:
+        for seed in range(1 if args.quick else args.seeds):
+            row = run_stack_case(case, seed, quick=args.quick, epochs=epochs, options=options)
+            rows.append(row)
+            print(stack_table([row]).splitlines()[-1], flush=True)
+    print()
+    print(stack_table(rows))
+    result = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "note": "timings taken on a shared machine under load (2 cores, other jobs running)",
+        },
+        "settings": {"epochs": epochs, "train_options": options},
+        "rows": rows,
+        "summary": stack_summary(rows),
     }
     print(json.dumps(result["summary"], indent=1))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -301,3 +301,25 @@ def test_demo_without_a_display_suggests_headless(monkeypatch, capsys):
     assert no_display_reason({"DISPLAY": ":0"}, "linux") is None
     assert no_display_reason({"QT_QPA_PLATFORM": "offscreen"}, "linux") is None
     assert no_display_reason({}, "darwin") is None
+
+
+def test_train_a_3d_model_on_a_stack_and_segment_it(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.indices((8, 48, 48))
+    inside = ((zz - 4) / 3) ** 2 + ((yy - 24) / 10) ** 2 + ((xx - 24) / 10) ** 2 <= 1
+    image = (inside + rng.normal(0, 0.2, inside.shape)).astype(np.float32)
+    painted = np.zeros(inside.shape, np.uint8)
+    painted[4][inside[4]] = 2
+    painted[4][~inside[4]] = 1
+    np.save(tmp_path / "stack.npy", image)
+    np.save(tmp_path / "stack_labels.npy", painted)
+    model = tmp_path / "volume.safetensors"
+    args = ["train", "--image", str(tmp_path / "stack.npy"), "--labels"]
+    args += [str(tmp_path / "stack_labels.npy"), "--output", str(model), "--seconds", "2"]
+    assert main([*args, "--dims", "3", "--voxel-size", "2", "0.5", "0.5"]) == 0
+    assert main(["info", str(model)]) == 0
+    assert "3-D: voxel size (2.0, 0.5, 0.5)" in capsys.readouterr().out
+    assert main(["segment", str(model), str(tmp_path / "stack.npy")]) == 0
+    import tifffile
+
+    assert tifffile.imread(tmp_path / "stack_unetseg.tif").shape == (8, 48, 48)

@@ -120,6 +120,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             n_classes=args.classes,
             task="objects" if args.mode.startswith("objects") else "semantic",
             device=args.device,
+            spatial_dims=args.dims,
+            voxel_size=args.voxel_size,
         )
     images = [_read_image(p) for p in args.image]
     labels = [_read_image(p) for p in args.labels]
@@ -344,6 +346,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seconds", type=float, default=60.0)
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--axes", default=None, help="e.g. YX, CYX, ZYX, YXC")
+    train.add_argument(
+        "--dims",
+        type=int,
+        choices=[2, 3],
+        default=2,
+        help="new model: 2-D (plane by plane) or 3-D (a stack as one volume; Z is the last "
+        "stack axis). Default: %(default)s",
+    )
+    train.add_argument(
+        "--voxel-size",
+        type=float,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        default=None,
+        help="a 3-D model's voxel spacing (any one unit): it pools in Z only where Z is fine",
+    )
     train.add_argument("--device", default="auto")
     _add_trust_code(train)
     train.set_defaults(run=_cmd_train)

@@ -53,6 +53,8 @@ class NewModel:
     in_channels: int
     base_width: int = 16
     depth: int = 4
+    spatial_dims: int = 2
+    voxel_size: tuple[float, ...] | None = None
 
 
 def classes_needed(labels: np.ndarray, mode: str) -> int:
@@ -95,6 +97,8 @@ def train_job(
                 task="objects" if config.is_objects else "semantic",
                 base_width=new_model.base_width,
                 depth=new_model.depth,
+                spatial_dims=new_model.spatial_dims,
+                voxel_size=new_model.voxel_size,
             )
         assert segmenter is not None
         events = segmenter.train_iter(  # checks the inputs

@@ -53,6 +53,9 @@ MODES = {
 }
 LOSSES = ["auto", "bce+dice", "dice", "bce", "ce+dice", "ce"]
 SCRATCH, FINE_TUNE = "new model (from scratch)", "current model (fine-tune)"
+#: A new model for a stack: 2-D plane by plane, or 3-D (sees neighbouring planes); the
+#: default is 3-D, from the measurements in docs/benchmarks.md (stacks painted on a few planes).
+NETWORKS = {3: "3-D (sees neighbouring planes)", 2: "2-D (plane by plane)"}
 #: The plot and the status text are redrawn at most this often (seconds).
 REDRAW_INTERVAL = 0.1
 
@@ -130,6 +133,13 @@ class TrainSection(JobSection):
         self.depth.setRange(2, 6)
         self.depth.setValue(4)
         self.depth.setToolTip("Levels of a new model: deeper sees more context, trains slower.")
+        self.network = narrow_combo()
+        for dims, text in NETWORKS.items():
+            self.network.addItem(text, dims)
+        self.network.setToolTip(
+            "For a stack, a new model is 3-D (it learns from the planes above and below the "
+            "painted ones) or 2-D (each plane alone). Single images always use 2-D."
+        )
 
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
@@ -145,6 +155,7 @@ class TrainSection(JobSection):
         form.addRow("painting", self.mode)
         form.addRow("stop after", budget)
         form.addRow("start from", self.start_from)
+        form.addRow("network", self.network)
         advanced = narrow_form()
         advanced.addRow("loss", self.loss)
         advanced.addRow("learning rate", self.learning_rate)
@@ -177,6 +188,7 @@ class TrainSection(JobSection):
     def _image_changed(self, *_: Any) -> None:
         """Choose a Labels layer that fits the image, preferring one that is not a result."""
         image = self.image_picker.layer()
+        self.network.setEnabled(image is not None and self.network_choices(image) == (2, 3))
         if image is None or self.session.busy == "training":
             return
         shape = spatial_shape(image)
@@ -206,6 +218,21 @@ class TrainSection(JobSection):
             self.depth,
         ):
             widget.setEnabled(not training)
+        image = self.image_picker.layer()
+        self.network.setEnabled(
+            not training and image is not None and self.network_choices(image) == (2, 3)
+        )
+
+    @staticmethod
+    def network_choices(image: Any) -> tuple[int, ...]:
+        """(2, 3) for a stack (a Z axis before Y and X), (2,) for a single image."""
+        return (2, 3) if len(spatial_shape(image)) > 2 else (2,)
+
+    def spatial_dims(self, image: Any) -> int:
+        """The kind of new model this image gets: the choice for a stack, else 2-D."""
+        if self.network_choices(image) == (2,):
+            return 2
+        return int(self.network.currentData())
 
     def _follow_model(self, *_: Any) -> None:
         """A new model from scratch keeps the size of the current one unless changed here."""
@@ -270,10 +297,14 @@ class TrainSection(JobSection):
             return None
         new_model = None
         if scratch:
+            dims = self.spatial_dims(image)
+            voxel = tuple(float(v) for v in image.scale[-3:]) if dims == 3 else None
             new_model = NewModel(
                 in_channels=image_channels(image),
                 base_width=int(self.base_width.value()),
                 depth=int(self.depth.value()),
+                spatial_dims=dims,
+                voxel_size=voxel,
             )
         try:
             settings = self.settings()
@@ -430,8 +461,11 @@ class TrainSection(JobSection):
                 if event.validation_note
                 else ""
             )
+            model = self.session.segmenter
+            kind = "3-D U-Net" if model is not None and model.is_3d else "2-D U-Net"
             self.status.setText(
-                f"Training on {event.device}: {event.train_pixels:,} painted pixels{held}.{note}"
+                f"Training a {kind} on {event.device}: {event.train_pixels:,} painted pixels"
+                f"{held}.{note}"
             )
         elif isinstance(event, TrainingDone):
             self.history = event.history

@@ -20,6 +20,7 @@ Upsampling = Literal["bilinear", "transposed"]
 TrainMode = Literal["sparse", "dense", "objects", "objects-dense"]
 LossName = Literal["auto", "bce+dice", "dice", "bce", "ce+dice", "ce"]
 Precision = Literal["auto", "float32", "bfloat16", "float16"]
+SpatialDims = Literal[2, 3]
 
 #: Class names of an object model: what its three output channels mean.
 OBJECT_CLASS_NAMES = ("background", "interior", "boundary")
@@ -257,6 +258,24 @@ class NormalizationConfig:
         )
 
 
+def z_pooling_for(voxel_size: tuple[float, ...], depth: int) -> tuple[bool, ...]:
+    """Per level of a 3-D U-Net, whether it pools (and up-samples) in Z as well as Y and X.
+
+    A level pools in Z only where Z is fine enough: its spacing at that level is less than
+    twice the in-plane spacing (the rule of nnU-Net). Without a voxel size, every level does.
+    """
+    if not voxel_size:
+        return (True,) * depth
+    z, xy = float(voxel_size[0]), float(min(voxel_size[1:]))
+    pooling = []
+    for _ in range(depth):
+        pool_z = z < 2 * xy
+        pooling.append(pool_z)
+        xy *= 2
+        z *= 2 if pool_z else 1
+    return tuple(pooling)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a U-Net and use it the way it was trained.
@@ -278,6 +297,9 @@ class ModelConfig:
     normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
     origin: str = "native"
     training: dict[str, Any] = field(default_factory=dict)
+    spatial_dims: int = 2
+    voxel_size: tuple[float, ...] = ()
+    z_pooling: tuple[bool, ...] = ()
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ModelConfig:
@@ -307,6 +329,22 @@ class ModelConfig:
         )
         _check_choice("upsampling", self.upsampling, ("bilinear", "transposed"))
         _check_choice("task", self.task, ("semantic", "objects"))
+        _check_choice("spatial_dims", self.spatial_dims, (2, 3))
+        if self.spatial_dims == 3:
+            _check(
+                len(self.z_pooling) == depth,
+                f"a 3-D model needs one z_pooling entry per level ({depth}), "
+                f"got {len(self.z_pooling)}.",
+            )
+            _check(
+                len(self.voxel_size) in (0, 3) and all(v > 0 for v in self.voxel_size),
+                f"voxel_size is (z, y, x), three positive numbers, got {self.voxel_size}.",
+            )
+        else:
+            _check(
+                not self.z_pooling and not self.voxel_size,
+                "z_pooling and voxel_size belong to 3-D models (spatial_dims=3).",
+            )
         if self.task == "objects":
             _check(
                 self.n_classes == 3,
@@ -341,6 +379,17 @@ class ModelConfig:
         return int(2**self.depth)
 
     @property
+    def min_depth(self) -> int:
+        """Smallest number of planes a 3-D network accepts (1 for a 2-D one)."""
+        return int(2 ** sum(self.z_pooling))
+
+    @property
+    def multiples(self) -> tuple[int, ...]:
+        """Per spatial axis, the multiple an input side should be: (z,) y, x."""
+        xy = (self.min_size, self.min_size)
+        return (self.min_depth, *xy) if self.spatial_dims == 3 else xy
+
+    @property
     def names(self) -> tuple[str, ...]:
         """Class names, background first; generic names when none were given."""
         if self.class_names:
@@ -362,8 +411,14 @@ class ModelConfig:
         task: Task = "semantic",
         class_names: tuple[str, ...] | list[str] = (),
         normalization: NormalizationConfig | None = None,
+        spatial_dims: int = 2,
+        voxel_size: tuple[float, ...] | list[float] | None = None,
     ) -> ModelConfig:
-        """Our compact U-Net: widths double per level, the bottleneck is halved for bilinear."""
+        """Our compact U-Net: widths double per level, the bottleneck is halved for bilinear.
+
+        ``spatial_dims=3`` builds a 3-D U-Net; ``voxel_size`` (z, y, x) decides at which
+        levels it pools in Z (see :func:`z_pooling_for`).
+        """
         base_width = check_argument("base_width", base_width, int)
         depth = check_argument("depth", depth, int)
         in_channels = check_argument("in_channels", in_channels, int)
@@ -379,6 +434,17 @@ class ModelConfig:
         ]
         if task == "objects" and n_classes != 3:
             n_classes = 3
+        spatial_dims = check_argument("spatial_dims", spatial_dims, int)
+        _check_choice("spatial_dims", spatial_dims, (2, 3))
+        voxel = check_argument("voxel_size", voxel_size, tuple[float, ...] | None) or ()
+        _check(
+            spatial_dims == 3 or not voxel,
+            "voxel_size is for 3-D models; pass spatial_dims=3 with it.",
+        )
+        _check(
+            len(voxel) in (0, 3) and all(v > 0 for v in voxel),
+            f"voxel_size is (z, y, x) in any one unit, three positive numbers; got {voxel_size}.",
+        )
         return cls(
             in_channels=in_channels,
             n_classes=n_classes,
@@ -392,6 +458,9 @@ class ModelConfig:
             normalization=NormalizationConfig()
             if normalization is None
             else settings(NormalizationConfig, normalization, "normalization"),
+            spatial_dims=spatial_dims,
+            voxel_size=voxel,
+            z_pooling=z_pooling_for(voxel, depth) if spatial_dims == 3 else (),
         )
 
     def replace(self, **changes: Any) -> ModelConfig:
@@ -449,6 +518,10 @@ class TrainConfig:
     loop choose torch's CPU thread count from measured step times, which keeps it fast
     when another program keeps a core busy. ``normalization=None`` keeps the model's own
     (percentile for a new model); a value given here is stored with the model.
+
+    A 3-D model (``spatial_dims=3``) trains on ``volume_batch_size`` patches of
+    ``volume_patch_size`` (z, y, x) voxels instead of ``batch_size`` and ``patch_size``;
+    the patch's depth is cut to the stack's.
     """
 
     mode: TrainMode = "sparse"
@@ -471,6 +544,8 @@ class TrainConfig:
     mixed_precision: bool = True
     threads: int | None = None
     correct_class_shares: bool = True
+    volume_patch_size: tuple[int, ...] = (16, 64, 64)
+    volume_batch_size: int = 2
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
@@ -515,6 +590,17 @@ class TrainConfig:
             self.threads is None or self.threads >= 1,
             f"threads must be None (chosen while training) or at least 1, got {self.threads}.",
         )
+        _check(
+            len(self.volume_patch_size) == 3
+            and 1 <= self.volume_patch_size[0] <= 256
+            and all(16 <= s <= 512 for s in self.volume_patch_size[1:]),
+            "volume_patch_size is (z, y, x) for 3-D models: z 1..256 planes, y and x 16..512 px; "
+            f"got {self.volume_patch_size}.",
+        )
+        _check(
+            1 <= self.volume_batch_size <= 64,
+            f"volume_batch_size must be 1..64, got {self.volume_batch_size}.",
+        )
 
     @property
     def is_objects(self) -> bool:
@@ -543,6 +629,8 @@ class PredictConfig:
     ``precision="auto"`` uses bfloat16 on CPUs with native bfloat16 support and bfloat16 or
     float16 on CUDA, float32 elsewhere; the lower precision is kept only where it agrees
     with float32 on the model's first tile (:mod:`napari_unetseg.core.precision`).
+    A 3-D model reads tiles of ``volume_tile_size`` (z, y, x) voxels, overlapping by
+    ``overlap`` (at most a quarter of the tile in each axis), in float32 under "auto".
     """
 
     tile_size: int = 576
@@ -552,6 +640,7 @@ class PredictConfig:
     precision: Precision = "auto"
     channels_last: bool = True
     min_object_size: int = 15
+    volume_tile_size: tuple[int, ...] = (32, 128, 128)
     threads: int | None = None
 
     @classmethod
@@ -570,6 +659,13 @@ class PredictConfig:
         _check(1 <= self.batch_size <= 64, f"batch_size must be 1..64, got {self.batch_size}.")
         _check_choice("precision", self.precision, ("auto", "float32", "bfloat16", "float16"))
         _check(self.min_object_size >= 0, "min_object_size must not be negative.")
+        _check(
+            len(self.volume_tile_size) == 3
+            and 1 <= self.volume_tile_size[0] <= 1024
+            and all(32 <= s <= 2048 for s in self.volume_tile_size[1:]),
+            "volume_tile_size is (z, y, x) for 3-D models: z 1..1024 planes, y and x 32..2048 "
+            f"px; got {self.volume_tile_size}.",
+        )
         _check(
             self.threads is None or self.threads >= 1,
             f"threads must be None (chosen while predicting) or at least 1, got {self.threads}.",

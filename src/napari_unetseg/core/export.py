@@ -162,6 +162,12 @@ def export_model(
     chosen = export_format(path, format)
     if path.is_dir():
         raise WeightsFileError(f"cannot export to {path}: it is a folder; give a file name.")
+    if config.spatial_dims == 3:
+        raise ConfigError(
+            f"{chosen} export of a 3-D model is not supported yet: other tools would read it as "
+            "a 2-D network. Save it with Segmenter.save (.safetensors) and use it in "
+            "napari-unetseg, or train a 2-D model to export."
+        )
     if bioimageio and chosen != "bioimageio":
         raise ConfigError(
             f"{', '.join(sorted(bioimageio))}: only bioimage.io exports take these details."

@@ -20,7 +20,7 @@ def _probabilities_and_onehot(
         return torch.sigmoid(logits), target.unsqueeze(1).to(logits.dtype)
     probs = torch.softmax(logits, dim=1)
     onehot = F.one_hot(target.clamp(0, logits.shape[1] - 1), logits.shape[1])
-    return probs, onehot.permute(0, 3, 1, 2).to(logits.dtype)
+    return probs, onehot.movedim(-1, 1).to(logits.dtype)
 
 
 def masked_cross_entropy(
@@ -43,7 +43,7 @@ def masked_soft_dice(
     """1 - mean soft Dice over classes (foreground only for one channel), masked pixels only."""
     probs, onehot = _probabilities_and_onehot(logits, target)
     weight = mask.unsqueeze(1).to(logits.dtype)
-    dims = (0, 2, 3)
+    dims = (0, *range(2, logits.ndim))  # every axis but the classes (2-D or 3-D)
     intersection = (probs * onehot * weight).sum(dims)
     total = (probs * weight).sum(dims) + (onehot * weight).sum(dims)
     dice = (2 * intersection + smooth) / (total + smooth)
@@ -63,7 +63,8 @@ def masked_loss(
 ) -> torch.Tensor:
     """The loss called ``name``; 'bce' and 'ce' are the same term (cross-entropy on logits).
 
-    ``target`` holds class indices (N, H, W); ``mask`` is 1 where a pixel counts, 0 elsewhere.
+    ``target`` holds class indices (N, H, W) or (N, D, H, W); ``mask`` is 1 where a pixel
+    counts, 0 elsewhere.
     """
     name = resolve_loss_name(name, logits.shape[1])
     terms = name.split("+")

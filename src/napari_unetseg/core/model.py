@@ -1,7 +1,8 @@
 """The U-Net, in the module layout of the classic Pytorch-UNet (``inc``, ``down1..``, ``up1..``, ``outc``).
 
 Keeping that layout means the classic project's state dicts load into this module unchanged,
-and our own compact models are the same code with narrower blocks.
+and our own compact models are the same code with narrower blocks. A 3-D U-Net is the same
+layout with 3-D convolutions; where Z is coarse its levels pool in Y and X only.
 """
 
 from __future__ import annotations
@@ -13,17 +14,24 @@ from torch import nn
 from .config import ModelConfig
 
 
-class DoubleConv(nn.Module):
-    """(3x3 conv, batch norm, ReLU) twice."""
+def _conv(dims: int) -> type[nn.Conv2d] | type[nn.Conv3d]:
+    return nn.Conv3d if dims == 3 else nn.Conv2d
 
-    def __init__(self, in_channels: int, out_channels: int, mid_channels: int, bias: bool) -> None:
+
+class DoubleConv(nn.Module):
+    """(3x3 conv, batch norm, ReLU) twice (3x3x3 in 3-D)."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, mid_channels: int, bias: bool, dims: int = 2
+    ) -> None:
         super().__init__()
+        conv, norm = _conv(dims), nn.BatchNorm3d if dims == 3 else nn.BatchNorm2d
         self.double_conv = nn.Sequential(
-            nn.Conv2d(in_channels, mid_channels, kernel_size=3, padding=1, bias=bias),
-            nn.BatchNorm2d(mid_channels),
+            conv(in_channels, mid_channels, kernel_size=3, padding=1, bias=bias),
+            norm(mid_channels),
             nn.ReLU(inplace=True),
-            nn.Conv2d(mid_channels, out_channels, kernel_size=3, padding=1, bias=bias),
-            nn.BatchNorm2d(out_channels),
+            conv(mid_channels, out_channels, kernel_size=3, padding=1, bias=bias),
+            norm(out_channels),
             nn.ReLU(inplace=True),
         )
 
@@ -33,12 +41,15 @@ class DoubleConv(nn.Module):
 
 
 class Down(nn.Module):
-    """2x2 max pooling, then a double conv."""
+    """2x2 max pooling (2x2x2, or 1x2x2 without Z, in 3-D), then a double conv."""
 
-    def __init__(self, in_channels: int, out_channels: int, bias: bool) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, bias: bool, factor: tuple[int, ...] = (2, 2)
+    ) -> None:
         super().__init__()
+        pool = nn.MaxPool3d(factor) if len(factor) == 3 else nn.MaxPool2d(2)
         self.maxpool_conv = nn.Sequential(
-            nn.MaxPool2d(2), DoubleConv(in_channels, out_channels, out_channels, bias)
+            pool, DoubleConv(in_channels, out_channels, out_channels, bias, len(factor))
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,17 +68,27 @@ class Up(nn.Module):
         mid_channels: int,
         upsampling: str,
         bias: bool,
+        factor: tuple[int, ...] = (2, 2),
     ) -> None:
         super().__init__()
         self.skip_channels = skip_channels
         self.up: nn.Module
+        dims = len(factor)
         if upsampling == "bilinear":
-            self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
+            mode = "trilinear" if dims == 3 else "bilinear"
+            scale = tuple(float(f) for f in factor) if dims == 3 else 2
+            self.up = nn.Upsample(scale_factor=scale, mode=mode, align_corners=True)
             up_channels = deep_channels
         else:
-            self.up = nn.ConvTranspose2d(deep_channels, skip_channels, kernel_size=2, stride=2)
+            if dims == 3:
+                kz = factor[0]
+                self.up = nn.ConvTranspose3d(
+                    deep_channels, skip_channels, kernel_size=(kz, 2, 2), stride=(kz, 2, 2)
+                )
+            else:
+                self.up = nn.ConvTranspose2d(deep_channels, skip_channels, kernel_size=2, stride=2)
             up_channels = skip_channels
-        self.conv = DoubleConv(up_channels + skip_channels, out_channels, mid_channels, bias)
+        self.conv = DoubleConv(up_channels + skip_channels, out_channels, mid_channels, bias, dims)
 
     def forward(self, deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         deep = pad_to_match(self.up(deep), skip)
@@ -77,17 +98,19 @@ class Up(nn.Module):
 
 def pad_to_match(deep: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     """The upsampled map, zero-padded to the skip connection's size when that is odd."""
-    dy = skip.shape[-2] - deep.shape[-2]
-    dx = skip.shape[-1] - deep.shape[-1]
-    if dy or dx:
-        deep = F.pad(deep, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
+    pads: list[int] = []
+    for axis in range(deep.ndim - 1, 1, -1):  # F.pad lists the last axis first
+        d = skip.shape[axis] - deep.shape[axis]
+        pads += [d // 2, d - d // 2]
+    if any(pads):
+        deep = F.pad(deep, pads)
     return deep
 
 
 class OutConv(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, dims: int = 2) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1)
+        self.conv = _conv(dims)(in_channels, out_channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.conv(x)
@@ -95,10 +118,11 @@ class OutConv(nn.Module):
 
 
 class UNet(nn.Module):
-    """A 2-D U-Net built from a :class:`ModelConfig`; returns logits of shape (N, n_classes, H, W).
+    """A U-Net built from a :class:`ModelConfig`; returns logits of shape (N, n_classes, H, W),
+    or (N, n_classes, D, H, W) for a 3-D model (``config.spatial_dims == 3``).
 
-    Input height and width should be multiples of ``config.min_size``; other sizes work but
-    are padded inside the decoder like the classic implementation does.
+    Input sides should be multiples of ``config.multiples``; other sizes work but are padded
+    inside the decoder like the classic implementation does.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -109,22 +133,27 @@ class UNet(nn.Module):
             config.decoder_channels,
             config.decoder_mid_channels,
         )
-        bias = config.conv_bias
-        self.inc = DoubleConv(config.in_channels, enc[0], enc[0], bias)
+        bias, dims = config.conv_bias, config.spatial_dims
+        factors = pooling_factors(config)
+        self.inc = DoubleConv(config.in_channels, enc[0], enc[0], bias, dims)
         for level in range(1, config.depth + 1):
-            setattr(self, f"down{level}", Down(enc[level - 1], enc[level], bias))
+            down = Down(enc[level - 1], enc[level], bias, factors[level - 1])
+            setattr(self, f"down{level}", down)
         deep = enc[-1]
         for level in range(1, config.depth + 1):
             skip = enc[config.depth - level]
-            up = Up(deep, skip, dec[level - 1], mid[level - 1], config.upsampling, bias)
+            factor = factors[config.depth - level]
+            up = Up(deep, skip, dec[level - 1], mid[level - 1], config.upsampling, bias, factor)
             setattr(self, f"up{level}", up)
             deep = dec[level - 1]
-        self.outc = OutConv(deep, config.n_classes)
+        self.outc = OutConv(deep, config.n_classes, dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
+        dims = self.config.spatial_dims
+        if x.ndim != dims + 2 or x.shape[1] != self.config.in_channels:
+            sides = "D, H, W" if dims == 3 else "H, W"
             raise ValueError(
-                f"UNet expects input of shape (N, {self.config.in_channels}, H, W), "
+                f"UNet expects input of shape (N, {self.config.in_channels}, {sides}), "
                 f"got {tuple(x.shape)}."
             )
         skips = [self.inc(x)]
@@ -135,6 +164,13 @@ class UNet(nn.Module):
             out = getattr(self, f"up{level}")(out, skips.pop())
         logits: torch.Tensor = self.outc(out)
         return logits
+
+
+def pooling_factors(config: ModelConfig) -> list[tuple[int, ...]]:
+    """Per level, the pooling factor per spatial axis: (2, 2), or (2 or 1, 2, 2) in 3-D."""
+    if config.spatial_dims != 3:
+        return [(2, 2)] * config.depth
+    return [(2 if pool_z else 1, 2, 2) for pool_z in config.z_pooling]
 
 
 def count_parameters(module: nn.Module) -> int:

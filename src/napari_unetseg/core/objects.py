@@ -7,7 +7,9 @@ from scipy import ndimage as ndi
 from skimage.segmentation import relabel_sequential, watershed
 
 
-def interior_seeds(interior: np.ndarray, erosion: int) -> np.ndarray:
+def interior_seeds(
+    interior: np.ndarray, erosion: int, structure: np.ndarray | None = None
+) -> np.ndarray:
     """Connected regions of confident interior, shrunk by ``erosion`` pixels to cut thin bridges.
 
     A region that the erosion would remove entirely is kept as it is, so small objects
@@ -16,7 +18,7 @@ def interior_seeds(interior: np.ndarray, erosion: int) -> np.ndarray:
     regions: np.ndarray = ndi.label(interior)[0]
     if erosion <= 0:
         return regions
-    shrunk = ndi.binary_erosion(interior, iterations=erosion)
+    shrunk = ndi.binary_erosion(interior, structure=structure, iterations=erosion)
     survivors = np.unique(regions[shrunk])
     vanished = interior & ~np.isin(regions, survivors)
     seeds: np.ndarray = ndi.label(shrunk | vanished)[0]
@@ -24,7 +26,10 @@ def interior_seeds(interior: np.ndarray, erosion: int) -> np.ndarray:
 
 
 def objects_from_probabilities(
-    probs: np.ndarray, min_size: int = 15, seed_erosion: int = 2
+    probs: np.ndarray,
+    min_size: int = 15,
+    seed_erosion: int = 2,
+    structure: np.ndarray | None = None,
 ) -> np.ndarray:
     """One id per object from (background, interior, boundary) probabilities.
 
@@ -32,11 +37,12 @@ def objects_from_probabilities(
     interiors meet in a thin bridge get a seed each); a watershed on the interior probability
     grows them over the foreground, which separates touching objects along the predicted
     boundaries. Objects smaller than ``min_size`` pixels are dropped and ids are made
-    consecutive from 1 (uint32).
+    consecutive from 1 (uint32). Works on planes (3, Y, X) and volumes (3, Z, Y, X);
+    ``structure`` is the erosion's neighbourhood (default: the faces of a pixel or voxel).
     """
     background, interior = probs[0], probs[1]
     foreground = background < 0.5
-    seeds = interior_seeds((interior > 0.5) & foreground, seed_erosion)
+    seeds = interior_seeds((interior > 0.5) & foreground, seed_erosion, structure)
     if seeds.max() == 0:
         return np.zeros(probs.shape[1:], np.uint32)
     ids = watershed(-interior, markers=seeds, mask=foreground)

@@ -791,6 +791,11 @@ def predict_iter(
     ``model`` itself is never switched to eval mode when a copy runs, so a prediction does
     not disturb a training of the same model on another thread.
     """
+    if model_config.spatial_dims == 3:
+        raise InputError(
+            "this is a 3-D model: it segments whole stacks through Segmenter.segment / "
+            "predict_iter (split by rows across workers is for 2-D models only)."
+        )
     if min(layout.plane_shape) < model_config.min_size:
         raise InputError(
             f"the image planes are {layout.plane_shape[0]}x{layout.plane_shape[1]} px; this model "

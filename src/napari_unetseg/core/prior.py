@@ -46,22 +46,28 @@ def class_shares_em(
     return result
 
 
-def _crop_shape(plane: TrainingPlane) -> tuple[int, int]:
-    _, ny, nx = plane.image.shape
-    return min(ny, MAX_CROP), min(nx, MAX_CROP)
+#: Largest crop (voxels) of a volume predicted to estimate the proportions.
+MAX_VOLUME_CROP = (32, 128, 128)
+
+
+def _crop_sides(plane: TrainingPlane) -> list[int]:
+    shape = plane.image.shape[1:]
+    limits = MAX_VOLUME_CROP if len(shape) == 3 else (MAX_CROP, MAX_CROP)
+    return [min(n, limit) for n, limit in zip(shape, limits, strict=True)]
 
 
 def _crops(plane: TrainingPlane, rng: np.random.Generator) -> list[np.ndarray]:
-    """The whole plane when it is small, else four random crops of at most MAX_CROP px."""
-    _, ny, nx = plane.image.shape
-    h, w = _crop_shape(plane)
-    if (h, w) == (ny, nx):
+    """The whole plane (or volume) when it is small, else four random crops of at most
+    MAX_CROP px (MAX_VOLUME_CROP voxels)."""
+    shape = plane.image.shape[1:]
+    sides = _crop_sides(plane)
+    if list(shape) == sides:
         return [plane.image]
     crops = []
     for _ in range(4):
-        y = int(rng.integers(0, ny - h + 1))
-        x = int(rng.integers(0, nx - w + 1))
-        crops.append(plane.image[:, y : y + h, x : x + w])
+        starts = [int(rng.integers(0, n - side + 1)) for n, side in zip(shape, sides, strict=True)]
+        window = tuple(slice(a, a + side) for a, side in zip(starts, sides, strict=True))
+        crops.append(plane.image[(slice(None), *window)])
     return crops
 
 
@@ -69,21 +75,24 @@ def estimate_pixels(planes: list[TrainingPlane]) -> int:
     """How many pixels :func:`class_share_shift` predicts: to budget its time ahead."""
     total = 0
     for plane in planes:
-        h, w = _crop_shape(plane)
-        whole = (h, w) == plane.image.shape[1:]
-        total += h * w * (1 if whole else 4)
+        sides = _crop_sides(plane)
+        whole = sides == list(plane.image.shape[1:])
+        total += int(np.prod(sides)) * (1 if whole else 4)
     return total
 
 
 def predicted_probabilities(
     model: nn.Module,
     planes: list[TrainingPlane],
-    min_size: int,
+    min_size: int | tuple[int, ...],
     device: torch.device,
     rng: np.random.Generator,
     autocast_dtype: torch.dtype | None = None,
 ) -> np.ndarray:
-    """Softmax (or sigmoid) outputs on the training planes, as (pixels, classes)."""
+    """Softmax (or sigmoid) outputs on the training planes, as (pixels, classes).
+
+    ``min_size``: the multiple of each input side (one number, or one per spatial axis).
+    """
     found = []
     with (
         torch.inference_mode(),
@@ -91,11 +100,13 @@ def predicted_probabilities(
     ):
         for plane in planes:
             for crop in _crops(plane, rng):
-                h, w = crop.shape[1:]
-                pad = ((0, 0), (0, (-h) % min_size), (0, (-w) % min_size))
-                padded = np.pad(crop, pad, mode="reflect" if min(h, w) > min_size else "edge")
+                shape = crop.shape[1:]
+                multiples = (min_size,) * len(shape) if isinstance(min_size, int) else min_size
+                pad = ((0, 0), *((0, (-n) % m) for n, m in zip(shape, multiples, strict=True)))
+                fits = all(n > m for n, m in zip(shape, multiples, strict=True))
+                padded = np.pad(crop, pad, mode="reflect" if fits else "edge")
                 x = torch.from_numpy(np.ascontiguousarray(padded))[None].to(device)
-                logits = model(x)[0, :, :h, :w].float()
+                logits = model(x)[0][(slice(None), *(slice(0, n) for n in shape))].float()
                 if logits.shape[0] == 1:
                     fg = torch.sigmoid(logits[0])
                     probs = torch.stack([1 - fg, fg])
@@ -105,11 +116,11 @@ def predicted_probabilities(
     return np.concatenate(found)
 
 
-def output_layer(model: nn.Module) -> nn.Conv2d | None:
+def output_layer(model: nn.Module) -> nn.Conv2d | nn.Conv3d | None:
     """The last 1x1 convolution, whose bias holds the class proportions."""
     outc = getattr(model, "outc", None)
     conv = getattr(outc, "conv", None)
-    if isinstance(conv, nn.Conv2d) and conv.bias is not None:
+    if isinstance(conv, nn.Conv2d | nn.Conv3d) and conv.bias is not None:
         return conv
     return None
 
@@ -122,7 +133,7 @@ def output_bias(model: nn.Module) -> torch.Tensor | None:
 def class_share_shift(
     model: nn.Module,
     planes: list[TrainingPlane],
-    min_size: int,
+    min_size: int | tuple[int, ...],
     device: torch.device,
     rng: np.random.Generator,
     autocast_dtype: torch.dtype | None = None,

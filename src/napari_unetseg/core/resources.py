@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -54,7 +55,9 @@ def parameter_bytes(config: ModelConfig) -> int:
     return sum(t.numel() * 4 for t in tensors if t.is_floating_point())
 
 
-def training_bytes(model: nn.Module, config: ModelConfig, batch_size: int, patch_size: int) -> int:
+def training_bytes(
+    model: nn.Module, config: ModelConfig, batch_size: int, patch_size: int | tuple[int, ...]
+) -> int:
     """Bytes one float32 training step holds: activations kept for backward, plus weights,
     gradients and the optimiser's two moments (an upper bound: mixed precision needs less).
 
@@ -63,6 +66,10 @@ def training_bytes(model: nn.Module, config: ModelConfig, batch_size: int, patch
     are not touched; its train/eval flag is put back.
     """
     side = max(32, 2 * config.min_size)
+    probe_shape: tuple[int, ...] = (side, side)
+    if config.spatial_dims == 3:
+        probe_shape = (max(8, 2 * config.min_depth), side, side)
+    patch = (patch_size,) * 2 if isinstance(patch_size, int) else tuple(patch_size)
     parameters = {id(p) for p in model.parameters()}
     saved: dict[tuple[int, int], int] = {}
 
@@ -76,13 +83,13 @@ def training_bytes(model: nn.Module, config: ModelConfig, batch_size: int, patch
     was_training = model.training
     model.eval()
     try:
-        probe = torch.zeros((1, config.in_channels, side, side), device=device)
+        probe = torch.zeros((1, config.in_channels, *probe_shape), device=device)
         with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = model(probe)
     finally:
         model.train(was_training)
     per_image = sum(saved.values()) + out.numel() * 4 * 3  # logits, probabilities, gradient
-    scale = batch_size * (patch_size / side) ** 2
+    scale = batch_size * float(np.prod(patch)) / float(np.prod(probe_shape))
     return int(per_image * scale + 4 * parameter_bytes(config))
 
 

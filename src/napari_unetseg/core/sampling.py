@@ -13,7 +13,8 @@ MAX_CENTRES_PER_CLASS = 200_000
 
 @dataclass
 class TrainingPlane:
-    """One 2-D plane: normalised image (C, Y, X), class indices, and which pixels count where."""
+    """One 2-D plane (or a 3-D volume): normalised image (C, [Z,] Y, X), class indices, and
+    which pixels count where."""
 
     image: np.ndarray
     classes: np.ndarray
@@ -22,81 +23,97 @@ class TrainingPlane:
 
 
 class PatchSampler:
-    """Random patches centred near painted pixels, classes drawn evenly, augmented in torch."""
+    """Random patches centred near painted pixels, classes drawn evenly, augmented in torch.
+
+    ``patch_size`` is a side (square 2-D patches) or one side per spatial axis, e.g.
+    (z, y, x) for volumes.
+    """
 
     def __init__(
         self,
         planes: list[TrainingPlane],
-        patch_size: int,
+        patch_size: int | tuple[int, ...],
         n_classes: int,
         rng: np.random.Generator,
     ) -> None:
-        self.patch = patch_size
+        dims = planes[0].classes.ndim
+        sides = (patch_size,) * dims if isinstance(patch_size, int) else tuple(patch_size)
+        self.sides = sides
         self.rng = rng
-        pad = patch_size // 2
-        self.pad = pad
-        self.images = [
-            np.pad(p.image, ((0, 0), (pad, pad), (pad, pad)), mode="reflect") for p in planes
-        ]
-        self.classes = [np.pad(p.classes, pad) for p in planes]
-        self.masks = [np.pad(p.train_mask, pad) for p in planes]
+        self.pads = tuple(s // 2 for s in sides)
+        spatial_pad = tuple((p, p) for p in self.pads)
+        self.images = [np.pad(p.image, ((0, 0), *spatial_pad), mode="reflect") for p in planes]
+        self.classes = [np.pad(p.classes, spatial_pad) for p in planes]
+        self.masks = [np.pad(p.train_mask, spatial_pad) for p in planes]
         self.centres: list[np.ndarray] = []
         for c in range(n_classes):
             found = [
-                np.column_stack([np.full(len(ys), i), ys, xs])
+                np.column_stack([np.full(len(where[0]), i), *where])
                 for i, p in enumerate(planes)
-                for ys, xs in [np.nonzero(p.train_mask & (p.classes == c))]
+                for where in [np.nonzero(p.train_mask & (p.classes == c))]
             ]
-            centres = np.concatenate(found) if found else np.empty((0, 3), np.int64)
+            centres = np.concatenate(found) if found else np.empty((0, dims + 1), np.int64)
             if len(centres) > MAX_CENTRES_PER_CLASS:
                 centres = centres[rng.choice(len(centres), MAX_CENTRES_PER_CLASS, replace=False)]
             if len(centres):
                 self.centres.append(centres)
 
+    @property
+    def patch(self) -> int:
+        """The in-plane side of the patches."""
+        return self.sides[-1]
+
     def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        p, half = self.patch, self.patch // 2
+        sides = self.sides
         channels = self.images[0].shape[0]
-        x = np.empty((batch_size, channels, p, p), np.float32)
-        y = np.empty((batch_size, p, p), np.int64)
-        m = np.empty((batch_size, p, p), np.float32)
+        x = np.empty((batch_size, channels, *sides), np.float32)
+        y = np.empty((batch_size, *sides), np.int64)
+        m = np.empty((batch_size, *sides), np.float32)
         for b in range(batch_size):
             centres = self.centres[self.rng.integers(len(self.centres))]
-            plane, cy, cx = centres[self.rng.integers(len(centres))]
+            plane, *centre = centres[self.rng.integers(len(centres))]
             image = self.images[plane]
-            jitter = self.rng.integers(-half // 2, half // 2 + 1, size=2)
-            top = int(np.clip(cy + self.pad - half + jitter[0], 0, image.shape[1] - p))
-            left = int(np.clip(cx + self.pad - half + jitter[1], 0, image.shape[2] - p))
-            window = (slice(top, top + p), slice(left, left + p))
+            halves = [side // 2 for side in sides]
+            jitters: list[int]
+            if len(set(halves)) == 1:  # one draw for all axes, as before volumes existed
+                drawn = self.rng.integers(-halves[0] // 2, halves[0] // 2 + 1, size=len(sides))
+                jitters = [int(j) for j in drawn]
+            else:
+                jitters = [int(self.rng.integers(-h // 2, h // 2 + 1)) for h in halves]
+            window = []
+            for axis, (c, side, pad) in enumerate(zip(centre, sides, self.pads, strict=True)):
+                start = c + pad - halves[axis] + jitters[axis]
+                start = int(np.clip(start, 0, image.shape[axis + 1] - side))
+                window.append(slice(start, start + side))
             x[b] = image[(slice(None), *window)]
-            y[b] = self.classes[plane][window]
-            m[b] = self.masks[plane][window]
+            y[b] = self.classes[plane][tuple(window)]
+            m[b] = self.masks[plane][tuple(window)]
         return x, y, m
 
 
 def augment(
     x: torch.Tensor, y: torch.Tensor, m: torch.Tensor, jitter: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Random flips, 90 degree turns and intensity scale/shift, the same geometry for all three."""
-    n = x.shape[0]
-    draws = torch.rand(n, 3, generator=generator)
+    """Random flips, 90 degree turns and intensity scale/shift, the same geometry for all three.
+
+    Patches may be 2-D (N, C, Y, X) or 3-D (N, C, Z, Y, X). Turns stay in the Y-X plane and
+    flips keep each axis where it is, so a volume's coarser Z spacing is respected.
+    """
+    n, dims = x.shape[0], x.ndim - 2
+    draws = torch.rand(n, dims + 1, generator=generator)
     for i in range(n):
-        dims_x, dims_y = [], []
-        if draws[i, 0] < 0.5:
-            dims_x.append(2)
-            dims_y.append(1)
-        if draws[i, 1] < 0.5:
-            dims_x.append(3)
-            dims_y.append(2)
-        if dims_x:
-            x[i] = x[i].flip([d - 1 for d in dims_x])
-            y[i] = y[i].flip([d - 1 for d in dims_y])
-            m[i] = m[i].flip([d - 1 for d in dims_y])
-        if draws[i, 2] < 0.5:
-            x[i] = x[i].rot90(1, (1, 2))
-            y[i] = y[i].rot90(1, (0, 1))
-            m[i] = m[i].rot90(1, (0, 1))
+        axes = [a for a in range(dims) if draws[i, a] < 0.5]  # spatial axes to flip
+        if axes:
+            x[i] = x[i].flip([a + 1 for a in axes])
+            y[i] = y[i].flip(axes)
+            m[i] = m[i].flip(axes)
+        if draws[i, dims] < 0.5 and x.shape[-1] == x.shape[-2]:
+            x[i] = x[i].rot90(1, (dims - 1, dims))
+            y[i] = y[i].rot90(1, (dims - 2, dims - 1))
+            m[i] = m[i].rot90(1, (dims - 2, dims - 1))
     if jitter > 0:
-        scale = 1 + jitter * (2 * torch.rand(n, x.shape[1], 1, 1, generator=generator) - 1)
-        shift = jitter * (2 * torch.rand(n, x.shape[1], 1, 1, generator=generator) - 1)
+        shape = (n, x.shape[1]) + (1,) * dims
+        scale = 1 + jitter * (2 * torch.rand(shape, generator=generator) - 1)
+        shift = jitter * (2 * torch.rand(shape, generator=generator) - 1)
         x = x * scale + shift
     return x, y, m

@@ -106,6 +106,8 @@ class Segmenter:
         normalization: NormalizationConfig | None = None,
         device: str | torch.device = "auto",
         seed: int | None = 0,
+        spatial_dims: int = 2,
+        voxel_size: tuple[float, ...] | list[float] | None = None,
     ) -> Segmenter:
         """A fresh, untrained U-Net.
 
@@ -120,6 +122,13 @@ class Segmenter:
             train in about a minute on a laptop CPU.
         seed
             Seed for the initial weights, so two ``create`` calls give the same model.
+        spatial_dims
+            2: a 2-D U-Net that segments a stack plane by plane. 3: a 3-D U-Net that sees
+            neighbouring planes too; it trains on stacks painted on a few planes and
+            segments whole stacks (Z is the last stack axis).
+        voxel_size
+            (z, y, x) spacing of the stacks, in any one unit (napari's layer scale), for
+            a 3-D model: levels pool in Z only where Z is fine enough. Stored with the model.
         """
         config = ModelConfig.native(
             in_channels,
@@ -130,6 +139,8 @@ class Segmenter:
             task=task,
             class_names=class_names,
             normalization=normalization,
+            spatial_dims=spatial_dims,
+            voxel_size=voxel_size,
         )
         seed = check_argument("seed", seed, int | None)
         device = (
@@ -214,6 +225,11 @@ class Segmenter:
         return self.config.task == "objects"
 
     @property
+    def is_3d(self) -> bool:
+        """True for a 3-D U-Net, which segments a stack as one volume."""
+        return self.config.spatial_dims == 3
+
+    @property
     def is_trained(self) -> bool:
         return bool(self.config.training) or self.config.origin != "native"
 
@@ -236,6 +252,10 @@ class Segmenter:
             lines.append(
                 f"depth {c.depth}, widths {list(c.encoder_channels)}, {c.upsampling} up-sampling"
             )
+        if self.is_3d:
+            pooled = sum(c.z_pooling)
+            voxel = f"voxel size {tuple(c.voxel_size)}, " if c.voxel_size else ""
+            lines.append(f"3-D: {voxel}pools in Z at {pooled} of {c.depth} levels")
         t = c.training
         if t:
             dice = t.get("best_validation_dice")
@@ -261,9 +281,10 @@ class Segmenter:
 
     def __repr__(self) -> str:
         c = self.config
+        dims = ", spatial_dims=3" if self.is_3d else ""
         return (
-            f"Segmenter(in_channels={c.in_channels}, n_classes={c.n_classes}, task={c.task!r}, "
-            f"origin={c.origin!r}, device={str(self.device)!r})"
+            f"Segmenter(in_channels={c.in_channels}, n_classes={c.n_classes}, task={c.task!r}"
+            f"{dims}, origin={c.origin!r}, device={str(self.device)!r})"
         )
 
     # ----------------------------------------------------------------- training
@@ -307,10 +328,16 @@ class Segmenter:
         """
         config = self._resolve_train_config(config)
         normalization = config.normalization or self.config.normalization
+        if self.is_3d:
+            from .volumes import prepare_volumes
+
+            prepare = prepare_volumes
+        else:
+            prepare = prepare_planes
         paint_source = labels if callable(labels) else None
         if paint_source is not None:
             labels = paint_source()
-        planes = prepare_planes(image, labels, self.config, config, normalization, axes)
+        planes = prepare(image, labels, self.config, config, normalization, axes)
         refresh = None
         if paint_source is not None:
             last = [labels]
@@ -319,7 +346,7 @@ class Segmenter:
                 current = paint_source()
                 if _same_paint(current, last[0]):
                     return None
-                fresh = prepare_planes(image, current, self.config, config, normalization, axes)
+                fresh = prepare(image, current, self.config, config, normalization, axes)
                 last[0] = current
                 return fresh
 
@@ -365,6 +392,21 @@ class Segmenter:
     ) -> None:
         """Refuse a batch of patches that would not fit in memory, before training starts."""
         if isinstance(self.model, torch.jit.ScriptModule):
+            return
+        if self.is_3d:
+            from .volumes import volume_patch
+
+            sides = volume_patch(planes, self.config, config)
+            with self._lock:
+                needed = training_bytes(self.model, self.config, config.volume_batch_size, sides)
+            check_memory(
+                needed,
+                f"training {config.volume_batch_size} patches of {'x'.join(map(str, sides))} "
+                "voxels",
+                "Use a smaller volume_batch_size or volume_patch_size, e.g. the defaults "
+                "TrainConfig(volume_batch_size=2, volume_patch_size=(16, 64, 64)).",
+                device,
+            )
             return
         multiple = self.config.min_size
         largest = max(max(p.classes.shape) for p in planes)
@@ -491,6 +533,11 @@ class Segmenter:
         if device != self.device:
             self.to(device)
         dtype = inference_dtype(self.device, config.precision)
+        if self.is_3d:
+            return self._predict_volume_iter(
+                image, layout, config, dtype, probabilities, labels, planes,
+                out_probabilities, out_labels,
+            )  # fmt: skip
         with self._lock:
             # A consistent copy of the weights, even while another thread trains this model;
             # the model's own train/eval mode is left alone.
@@ -516,6 +563,36 @@ class Segmenter:
             want_uncertainty=uncertainty,
             out_uncertainty=out_uncertainty,
         )
+
+    def _predict_volume_iter(
+        self,
+        image: Any,
+        layout: ImageLayout,
+        config: PredictConfig,
+        dtype: torch.dtype,
+        probabilities: bool,
+        labels: bool,
+        planes: list[tuple[int, ...]] | None,
+        out_probabilities: Any,
+        out_labels: Any,
+    ) -> Generator[PredictProgress, None, Prediction]:
+        """A 3-D model's prediction, tile by tile (see :mod:`napari_unetseg.core.volumes`).
+
+        ``precision="auto"`` runs float32: the reduced precisions are proven per model on
+        2-D tiles only.
+        """
+        from .predict import inference_network
+        from .volumes import predict_volume_iter
+
+        if config.precision == "auto":
+            dtype = torch.float32
+        with self._lock:
+            network = inference_network(self.model, self.device, dtype, channels_last=False)
+        return predict_volume_iter(
+            network, self.config, image, layout, config, self.device, dtype,
+            want_probabilities=probabilities, want_labels=labels, planes=planes,
+            out_probabilities=out_probabilities, out_labels=out_labels,
+        )  # fmt: skip
 
     def predict_proba(
         self,

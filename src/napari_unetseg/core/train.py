@@ -29,7 +29,13 @@ from .prior import class_share_shift, estimate_pixels, shift_output_bias
 from .sampling import PatchSampler, TrainingPlane, augment
 from .targets import check_labels_dtype, check_painted_classes, make_targets
 from .threads import ThreadTuner
-from .validation import evaluate, split_validation, validation_regions
+from .validation import (
+    ValidationRegion,
+    ValidationSplit,
+    evaluate,
+    split_validation,
+    validation_regions,
+)
 
 __all__ = [
     "EpochDone",
@@ -322,12 +328,11 @@ def train_iter(
     n_classes = max(n_outputs, 2)
     loss_name = resolve_loss_name(config.loss, n_outputs)
 
-    split = split_validation(
-        planes, config.validation_fraction, config.validation_block, rng, n_classes
+    volumes = model_config.spatial_dims == 3
+    batch_size = config.volume_batch_size if volumes else config.batch_size
+    split, patch, patch_pixels, sampler, regions = _arrange(
+        planes, config, model_config, rng, n_classes
     )
-    patch = _patch_size(planes, config, model_config)
-    sampler = PatchSampler(planes, patch, n_classes, rng)
-    regions = validation_regions(planes, config.validation_block, model_config.min_size, rng)
 
     model.to(device)
     model.train()
@@ -354,7 +359,7 @@ def train_iter(
     finish = FinishEstimate(
         region_pixels=sum(r.mask.size for r in regions),
         share_pixels=estimate_pixels(planes) if config.correct_class_shares else 0,
-        step_pixels=3 * config.batch_size * patch * patch,
+        step_pixels=3 * batch_size * patch_pixels,
     )
 
     def elapsed() -> float:
@@ -437,7 +442,7 @@ def train_iter(
 
     def correct_shares() -> None:
         """Fold the image's class shares into the output bias, as far as held-out paint allows."""
-        estimate = class_share_shift(model, planes, model_config.min_size, device, rng, eval_dtype)
+        estimate = class_share_shift(model, planes, model_config.multiples, device, rng, eval_dtype)
         if estimate is None:
             return
         shares, shift = estimate
@@ -480,13 +485,8 @@ def train_iter(
             fresh, problem = None, str(error)
         if fresh is not None:
             planes = fresh
-            split = split_validation(
-                planes, config.validation_fraction, config.validation_block, rng, n_classes
-            )
-            patch = _patch_size(planes, config, model_config)
-            sampler = PatchSampler(planes, patch, n_classes, rng)
-            regions = validation_regions(
-                planes, config.validation_block, model_config.min_size, rng
+            split, patch, _, sampler, regions = _arrange(
+                planes, config, model_config, rng, n_classes
             )
             finish.paint_changed(
                 region_pixels=sum(r.mask.size for r in regions),
@@ -509,7 +509,7 @@ def train_iter(
     def step() -> float:
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate * rate_factor()
-        xb, yb, mb = (torch.from_numpy(a) for a in sampler.sample(config.batch_size))
+        xb, yb, mb = (torch.from_numpy(a) for a in sampler.sample(batch_size))
         if config.augment:
             xb, yb, mb = augment(xb, yb, mb, config.intensity_jitter, generator)
         if pin:
@@ -642,6 +642,36 @@ class FinishEstimate:
         checks = 2 if self.share_pixels and self.region_pixels else 1
         pixels = self.share_pixels + checks * self.region_pixels
         return self.seconds_per_pixel * pixels
+
+
+def _arrange(
+    planes: list[TrainingPlane],
+    config: TrainConfig,
+    model_config: ModelConfig,
+    rng: np.random.Generator,
+    n_classes: int,
+) -> tuple[ValidationSplit, int, int, PatchSampler, list[ValidationRegion]]:
+    """Hold out validation paint, and make the patch sampler and the validation regions:
+    (split, patch side, pixels per patch, sampler, regions), for planes or volumes."""
+    if model_config.spatial_dims == 3:
+        from .volumes import split_volume_validation, volume_patch, volume_validation_regions
+
+        split = split_volume_validation(
+            planes, config.validation_fraction, config.validation_block, rng, n_classes
+        )
+        sides = volume_patch(planes, model_config, config)
+        sampler = PatchSampler(planes, sides, n_classes, rng)
+        regions = volume_validation_regions(
+            planes, config.validation_block, model_config.multiples, sides[0], rng
+        )
+        return split, sides[-1], int(np.prod(sides)), sampler, regions
+    split = split_validation(
+        planes, config.validation_fraction, config.validation_block, rng, n_classes
+    )
+    patch = _patch_size(planes, config, model_config)
+    sampler = PatchSampler(planes, patch, n_classes, rng)
+    regions = validation_regions(planes, config.validation_block, model_config.min_size, rng)
+    return split, patch, patch * patch, sampler, regions
 
 
 def _patch_size(planes: list[TrainingPlane], config: TrainConfig, model_config: ModelConfig) -> int:

@@ -187,8 +187,7 @@ def evaluate(
         ):
             for region in regions:
                 logits = model(region.image[None].to(device))[0].float().cpu()
-                h, w = region.mask.shape
-                logits = logits[:, :h, :w]
+                logits = logits[(slice(None), *(slice(0, n) for n in region.mask.shape))]
                 pred = (logits[0] > 0).long() if n_outputs == 1 else logits.argmax(0)
                 predicted, painted = pred.numpy()[region.mask], region.classes[region.mask]
                 i, s = foreground_dice(predicted, painted, objects, n_outputs)
