@@ -321,14 +321,12 @@ class TrainSection(JobSection):
         except UnetSegError:
             return  # the worker reports the same problem with the training inputs
         self._preview_plane = visible_stack_index(self.viewer, image, layout.axes)
+        self._colors = self._result_colors(model)
         self._preview_shape = layout.output_shape
         existing = find_layer(self.viewer, result_name(image))
         if existing is None or existing.data.shape != layout.output_shape:
             put_labels(
-                self.viewer,
-                image,
-                np.zeros(layout.output_shape, np.uint8),
-                colormap=self._result_colors(model),
+                self.viewer, image, np.zeros(layout.output_shape, np.uint8), colormap=self._colors
             )
 
     def _result_colors(self, model: Any) -> Any:
@@ -379,7 +377,12 @@ class TrainSection(JobSection):
             self.plot.redraw()
         elif isinstance(event, Preview) and self._image is not None:
             put_labels_plane(
-                self.viewer, self._image, event.index, event.labels, self._preview_shape
+                self.viewer,
+                self._image,
+                event.index,
+                event.labels,
+                self._preview_shape,
+                colormap=self._colors,
             )
         elif isinstance(event, ModelCreated):
             self._new_model = event.segmenter  # current only after its first step
@@ -428,6 +431,7 @@ class TrainSection(JobSection):
 
     _best: float | None = None
     _new_model: Any = None
+    _colors: Any = None
     _painting: Any = None
     _mode = "sparse"
 
