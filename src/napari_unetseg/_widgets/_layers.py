@@ -183,6 +183,7 @@ def put_labels_plane(
     index: tuple[int, ...],
     plane: np.ndarray,
     shape: tuple[int, ...],
+    colormap: Any = None,
 ) -> Labels:
     """Write one plane into "<image> segmentation" of ``shape``; the other planes keep theirs.
 
@@ -197,7 +198,7 @@ def put_labels_plane(
         return layer
     full = np.zeros(shape, plane.dtype)
     full[index] = plane
-    return put_labels(viewer, image, full, planes=[index])
+    return put_labels(viewer, image, full, planes=[index], colormap=colormap)
 
 
 def _write_in_place(layer: Labels, planes: list[tuple[tuple[int, ...], np.ndarray]]) -> bool:

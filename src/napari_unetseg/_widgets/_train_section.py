@@ -369,14 +369,12 @@ class TrainSection(JobSection):
         except UnetSegError:
             return  # the worker reports the same problem with the training inputs
         self._preview_plane = visible_stack_index(self.viewer, image, layout.axes)
+        self._colors = self._result_colors(model)
         self._preview_shape = layout.output_shape
         existing = find_layer(self.viewer, result_name(image))
         if existing is None or existing.data.shape != layout.output_shape:
             put_labels(
-                self.viewer,
-                image,
-                np.zeros(layout.output_shape, np.uint8),
-                colormap=self._result_colors(model),
+                self.viewer, image, np.zeros(layout.output_shape, np.uint8), colormap=self._colors
             )
 
     def _result_colors(self, model: Any) -> Any:
@@ -439,7 +437,12 @@ class TrainSection(JobSection):
             self.plot.redraw()
         elif isinstance(event, Preview) and self._image is not None:
             put_labels_plane(
-                self.viewer, self._image, event.index, event.labels, self._preview_shape
+                self.viewer,
+                self._image,
+                event.index,
+                event.labels,
+                self._preview_shape,
+                colormap=self._colors,
             )
         elif isinstance(event, PaintUpdated):
             from ._live import paint_update_text
@@ -496,6 +499,7 @@ class TrainSection(JobSection):
 
     _best: float | None = None
     _new_model: Any = None
+    _colors: Any = None
     _painting: Any = None
     _mode = "sparse"
     _paint_note = ""  # live mode: the last paint picked up
