@@ -38,7 +38,7 @@ def effective_minimum(child) -> int:
 
 def cut_off(widget) -> list[str]:
     """Visible children narrower than they need, or reaching past the scroll area's viewport."""
-    viewport = widget.scroll.viewport()
+    viewport = widget.scroll_area.viewport()
     found = []
     for child in widget.content.findChildren(QWidget):
         if not child.isVisibleTo(widget) or child.parent() is None:
@@ -61,7 +61,7 @@ def float_at_width(dock, widget, width: int) -> None:
 def test_advanced_options_fold_away(shown):
     _, _, widget = shown
     train, segment = widget.train_section, widget.segment_section
-    for option in (train.base_width, train.depth, train.learning_rate, train.validation):
+    for option in (train.base_width, train.depth_box, train.learning_rate, train.validation):
         assert not option.isVisibleTo(widget)
     assert not segment.tile_size.isVisibleTo(widget)
     train.advanced.set_expanded(True)
@@ -77,8 +77,8 @@ def test_nothing_is_cut_off_at_400_px(shown):
     float_at_width(dock, widget, 400)
     assert widget.width() <= 400
     assert cut_off(widget) == []
-    assert widget.content.width() <= widget.scroll.viewport().width()
-    assert not widget.scroll.horizontalScrollBar().isVisible()
+    assert widget.content.width() <= widget.scroll_area.viewport().width()
+    assert not widget.scroll_area.horizontalScrollBar().isVisible()
 
 
 def test_the_reported_minimum_width_is_the_truth(shown):
@@ -93,7 +93,7 @@ def test_the_reported_minimum_width_is_the_truth(shown):
     settle()
     assert widget.width() == minimum
     assert cut_off(widget) == []
-    widget.scroll.setMinimumWidth(0)  # overrule the widget: 20 px less than it reports
+    widget.scroll_area.setMinimumWidth(0)  # overrule the widget: 20 px less than it reports
     widget.setFixedWidth(minimum - 20)
     settle()
     assert cut_off(widget) != []
@@ -114,8 +114,8 @@ def test_segment_is_reachable_without_scrolling_on_a_laptop(shown):
     viewer.window._qt_window.resize(1366, 768 - 70)
     settle(10)
     button = widget.segment_section.start_button
-    bottom = button.mapTo(widget.scroll.viewport(), QPoint(0, button.height())).y()
-    assert 0 < bottom <= widget.scroll.viewport().height()
+    bottom = button.mapTo(widget.scroll_area.viewport(), QPoint(0, button.height())).y()
+    assert 0 < bottom <= widget.scroll_area.viewport().height()
 
 
 def test_the_demo_window_shows_the_image(make_napari_viewer, qtbot):

@@ -153,7 +153,7 @@ def test_a_new_model_from_scratch_keeps_the_current_models_size(widget, tiny_seg
 
     set_segmenter(widget.viewer, tiny_segmenter(base_width=8, depth=3))
     assert widget.train_section.base_width.value() == 8
-    assert widget.train_section.depth.value() == 3
+    assert widget.train_section.depth_box.value() == 3
 
 
 # ------------------------------------------------------------------ plot and messages

@@ -46,13 +46,13 @@ class UNetSegWidget(QWidget):
         column.addStretch(1)
         # Rows wrap and stack instead of widening, so the dock never scrolls sideways: its
         # minimum width is the content's own (see fit_width), which is the truth.
-        self.scroll = QScrollArea()
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.scroll.setWidget(self.content)
+        self.scroll_area = QScrollArea()
+        self.scroll_area.setWidgetResizable(True)
+        self.scroll_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll_area.setWidget(self.content)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.scroll)
+        layout.addWidget(self.scroll_area)
         self._fit_pending = False
         self.content.installEventFilter(self)  # refit whenever the content's layout changes
         self.fit_width()
@@ -79,9 +79,9 @@ class UNetSegWidget(QWidget):
     def fit_width(self, *_: Any) -> None:
         """Make the reported minimum width the width the content needs, scroll bar included."""
         self._fit_pending = False
-        frame = 2 * self.scroll.frameWidth()
-        bar = self.scroll.verticalScrollBar().sizeHint().width()
-        self.scroll.setMinimumWidth(self.content.minimumSizeHint().width() + bar + frame)
+        frame = 2 * self.scroll_area.frameWidth()
+        bar = self.scroll_area.verticalScrollBar().sizeHint().width()
+        self.scroll_area.setMinimumWidth(self.content.minimumSizeHint().width() + bar + frame)
         self.updateGeometry()
 
     def sizeHint(self) -> QSize:

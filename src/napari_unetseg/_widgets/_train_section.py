@@ -129,10 +129,10 @@ class TrainSection(JobSection):
         self.base_width.setRange(4, 128)
         self.base_width.setValue(16)
         self.base_width.setToolTip("Channels of the first level of a new model (doubling below).")
-        self.depth = QSpinBox()
-        self.depth.setRange(2, 6)
-        self.depth.setValue(4)
-        self.depth.setToolTip("Levels of a new model: deeper sees more context, trains slower.")
+        self.depth_box = QSpinBox()
+        self.depth_box.setRange(2, 6)
+        self.depth_box.setValue(4)
+        self.depth_box.setToolTip("Levels of a new model: deeper sees more context, trains slower.")
         self.network = narrow_combo()
         for dims, text in NETWORKS.items():
             self.network.addItem(text, dims)
@@ -161,7 +161,7 @@ class TrainSection(JobSection):
         advanced.addRow("learning rate", self.learning_rate)
         advanced.addRow("validation share", self.validation)
         advanced.addRow("base width (new model)", self.base_width)
-        advanced.addRow("depth (new model)", self.depth)
+        advanced.addRow("depth (new model)", self.depth_box)
         self.advanced = Fold("Advanced")
         self.advanced.add(advanced)
         self.plot_fold = Fold("Loss and validation Dice", expanded=tall_screen())
@@ -215,7 +215,7 @@ class TrainSection(JobSection):
             self.mode,
             self.start_from,
             self.base_width,
-            self.depth,
+            self.depth_box,
         ):
             widget.setEnabled(not training)
         image = self.image_picker.layer()
@@ -240,7 +240,7 @@ class TrainSection(JobSection):
         if current is None or self.session.busy or current.config.origin != "native":
             return
         self.base_width.setValue(int(current.config.encoder_channels[0]))
-        self.depth.setValue(int(current.config.depth))
+        self.depth_box.setValue(int(current.config.depth))
 
     # ------------------------------------------------------------------ settings
 
@@ -302,7 +302,7 @@ class TrainSection(JobSection):
             new_model = NewModel(
                 in_channels=image_channels(image),
                 base_width=int(self.base_width.value()),
-                depth=int(self.depth.value()),
+                depth=int(self.depth_box.value()),
                 spatial_dims=dims,
                 voxel_size=voxel,
             )
