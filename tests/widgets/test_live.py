@@ -113,3 +113,23 @@ def test_suggestions_need_a_trained_model(viewer, widget, scene, notes):
     assert widget.suggest_section.run() is None
     assert any("Train a model first" in message for message in errors(notes))
     assert "cells uncertainty" not in viewer.layers
+
+
+def test_paint_feed_copies_after_each_stroke_and_follows_the_plane_on_screen(viewer, qtbot):
+    from napari_unetseg._widgets._live import PaintFeed
+
+    image = viewer.add_image(np.zeros((3, 40, 50), np.float32), name="stack")
+    painted = viewer.add_labels(np.zeros((3, 40, 50), np.uint8), name="strokes")
+    viewer.dims.set_current_step(0, 0)
+    feed = PaintFeed(viewer, painted, image, "ZYX")
+    first = feed()
+    assert first is not painted.data and feed() is first  # one copy until the next stroke
+    painted.data_setitem((np.array([2]), np.array([5]), np.array([7])), 2)
+    second = feed()
+    assert second is not first and second[2, 5, 7] == 2 and first[2, 5, 7] == 0
+    assert feed.copies == 2
+    viewer.dims.set_current_step(0, 2)
+    assert feed.plane() == (2,)
+    feed.close()
+    painted.data_setitem((np.array([0]), np.array([0]), np.array([0])), 1)
+    assert feed() is second  # no longer following

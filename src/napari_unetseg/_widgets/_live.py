@@ -1,8 +1,11 @@
 """Live training: a toggle that trains until stopped and learns each new stroke as it comes.
 
-The worker never reads the napari layer: :class:`PaintFeed` copies the painting in the main
-thread a moment after each stroke, and the core's training loop asks the feed for the
-latest copy after every epoch. The same goes for the visible plane the preview follows.
+:class:`PaintFeed` hands the painting to the worker without the worker touching the layer:
+each stroke (napari's ``paint`` and ``data`` events, main thread) passes on the layer's array
+and bumps a version, and the core's training loop, after every epoch, asks the feed, which
+copies that array in the worker's thread when the version has changed. The copy never runs in
+the main thread, so a large stack does not stall napari. The same goes for the visible plane
+the preview follows.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QPushButton
 
 if TYPE_CHECKING:
@@ -22,16 +24,13 @@ if TYPE_CHECKING:
 
 #: In live mode, the visible plane is predicted again this often (seconds).
 LIVE_PREVIEW_SECONDS = 3.0
-#: A copy of the painting is taken this long after the last stroke (milliseconds).
-COPY_DELAY_MS = 150
 
 
 class PaintFeed:
-    """The latest copy of a Labels layer's paint, and the plane on screen, for a worker.
+    """The painting of a Labels layer, and the plane on screen, for a training worker.
 
-    Copies are made in the main thread after each stroke (napari's ``paint`` and ``data``
-    events); calling the feed from any thread returns the latest one. The layer itself is
-    only read.
+    Calling the feed returns a copy of the paint as of the last stroke, made when first
+    asked for after that stroke; the same copy until the next stroke. The layer is only read.
     """
 
     def __init__(
@@ -44,43 +43,42 @@ class PaintFeed:
         self._viewer, self._labels, self._image = viewer, labels, image
         self._layout_axes = layout_axes
         self._lock = threading.Lock()
-        self._paint = np.array(labels.data, copy=True)
+        self._source = labels.data  # the layer's array, passed on in the main thread
+        self._version = 0  # strokes seen
+        self._copied: tuple[int, np.ndarray] | None = None
         self._plane: tuple[int, ...] = self._visible()
-        self.copies = 0  # copies taken since the start
-        self._timer = QTimer()
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(COPY_DELAY_MS)
-        self._timer.timeout.connect(self.copy_now)
+        self.copies = 0
         labels.events.paint.connect(self._painted)
         labels.events.data.connect(self._painted)
         viewer.dims.events.current_step.connect(self._scrolled)
 
     def __call__(self) -> np.ndarray:
-        """The latest copy of the paint (a worker may call this)."""
+        """A copy of the paint as of the last stroke (called from the worker)."""
         with self._lock:
-            return self._paint
+            source, version, copied = self._source, self._version, self._copied
+        if copied is not None and copied[0] == version:
+            return copied[1]
+        paint = np.array(source, copy=True)  # a stroke during the copy bumps the version again
+        with self._lock:
+            self._copied = (version, paint)
+            self.copies += 1
+        return paint
 
     def plane(self) -> tuple[int, ...]:
-        """The stack index of the plane on screen when last looked at (a worker may call this)."""
+        """The stack index of the plane on screen (called from the worker)."""
         with self._lock:
             return self._plane
 
-    def copy_now(self) -> None:
-        """Take a copy of the painting now (main thread)."""
-        paint = np.array(self._labels.data, copy=True)
-        with self._lock:
-            self._paint = paint
-            self.copies += 1
-
     def close(self) -> None:
         """Stop following the layer and the viewer."""
-        self._timer.stop()
         self._labels.events.paint.disconnect(self._painted)
         self._labels.events.data.disconnect(self._painted)
         self._viewer.dims.events.current_step.disconnect(self._scrolled)
 
     def _painted(self, event: Any = None) -> None:
-        self._timer.start()  # restarted by each stroke: one copy after a burst of them
+        with self._lock:
+            self._source = self._labels.data
+            self._version += 1
 
     def _scrolled(self, event: Any = None) -> None:
         plane = self._visible()
