@@ -77,7 +77,7 @@ def test_suggestions_show_the_uncertainty_mark_places_and_move_the_view(
     widget.session.segmenter = trained_tiny_model(tiny_segmenter, stack, paint)
     section = widget.suggest_section
     section.count.setValue(3)
-    section.window.setValue(32)
+    section.place_size.setValue(32)
 
     assert section.run() is not None
     qtbot.waitUntil(lambda: section.worker is None, timeout=60_000)

@@ -96,18 +96,18 @@ class SuggestSection(JobSection):
         self.count.setRange(1, 20)
         self.count.setValue(5)
         self.count.setToolTip("How many places to mark; the view moves to the first.")
-        self.window = QSpinBox()
-        self.window.setRange(16, 1024)
-        self.window.setSingleStep(16)
-        self.window.setValue(64)
-        self.window.setSuffix(" px")
-        self.window.setToolTip("Side of a place: about what you paint in one go.")
+        self.place_size = QSpinBox()
+        self.place_size.setRange(16, 1024)
+        self.place_size.setSingleStep(16)
+        self.place_size.setValue(64)
+        self.place_size.setSuffix(" px")
+        self.place_size.setToolTip("Side of a place: about what you paint in one go.")
         self.start_button.clicked.connect(lambda: self.run())
         self.stop_button.clicked.connect(lambda: self.request_stop("Cancelling…"))
         self.status.setText("After some training: find where the model is most unsure.")
         form = QFormLayout()
         form.addRow("places", self.count)
-        form.addRow("place size", self.window)
+        form.addRow("place size", self.place_size)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.show_map)
@@ -177,7 +177,7 @@ class SuggestSection(JobSection):
             axes,
             painted,
             int(self.count.value()),
-            int(self.window.value()),
+            int(self.place_size.value()),
             cancel,
             connect={
                 "yielded": self._on_progress,
@@ -207,7 +207,7 @@ class SuggestSection(JobSection):
         unsure, found = result
         if self.show_map.isChecked():
             show_uncertainty(self.viewer, image, unsure)
-        mark_suggestions(self.viewer, image, found, int(self.window.value()))
+        mark_suggestions(self.viewer, image, found, int(self.place_size.value()))
         if found:
             go_to(self.viewer, image, found[0].position)
             first = found[0]
