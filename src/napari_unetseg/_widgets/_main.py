@@ -41,8 +41,8 @@ class UNetSegWidget(QWidget):
         column.setSpacing(6)
         column.addWidget(self.model_section)
         column.addWidget(self.train_section)
-        column.addWidget(self.suggest_section)
         column.addWidget(self.segment_section)
+        column.addWidget(self.suggest_section)  # after Segment: it needs a trained model
         column.addStretch(1)
         # Rows wrap and stack instead of widening, so the dock never scrolls sideways: its
         # minimum width is the content's own (see fit_width), which is the truth.

@@ -11,6 +11,7 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QDoubleSpinBox,
     QHBoxLayout,
+    QLabel,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -155,7 +156,8 @@ class TrainSection(JobSection):
         form.addRow("painting", self.mode)
         form.addRow("stop after", budget)
         form.addRow("start from", self.start_from)
-        form.addRow("network", self.network)
+        self.network_label = QLabel("network")
+        form.addRow(self.network_label, self.network)
         advanced = narrow_form()
         advanced.addRow("loss", self.loss)
         advanced.addRow("learning rate", self.learning_rate)
@@ -188,7 +190,10 @@ class TrainSection(JobSection):
     def _image_changed(self, *_: Any) -> None:
         """Choose a Labels layer that fits the image, preferring one that is not a result."""
         image = self.image_picker.layer()
-        self.network.setEnabled(image is not None and self.network_choices(image) == (2, 3))
+        stack = image is not None and self.network_choices(image) == (2, 3)
+        self.network.setEnabled(stack)
+        for widget in (self.network_label, self.network):  # the row shows for stacks only
+            widget.setVisible(stack)
         if image is None or self.session.busy == "training":
             return
         shape = spatial_shape(image)
@@ -464,7 +469,7 @@ class TrainSection(JobSection):
                 if event.validation_note
                 else ""
             )
-            model = self.session.segmenter
+            model = self._new_model or self.session.segmenter  # a new one is current later
             kind = "3-D U-Net" if model is not None and model.is_3d else "2-D U-Net"
             self.status.setText(
                 f"Training a {kind} on {event.device}: {event.train_pixels:,} painted pixels"

@@ -435,9 +435,11 @@ def train_iter(
 
     def offer_final() -> None:
         """Stopped right after an epoch: its weights are the final ones, and they compete."""
-        if history.validation_dice and best.offer(
-            history.validation_dice[-1], history.epochs, True
-        ):
+        if not history.validation_dice:
+            return
+        if history.validation_dice[-1] is None and regions:  # its scoring was skipped
+            history.validation_dice[-1] = timed_evaluate()
+        if best.offer(history.validation_dice[-1], history.epochs, True):
             history.best_epoch, history.best_validation_dice = best.epoch, best.dice
 
     def correct_shares() -> None:
