@@ -515,7 +515,7 @@ def train_iter(
             history.threads = tuner.current
             tuner.restore()
         _finish(history, best, model)
-        if volumes and history.steps > 0 and history.stop_reason != "error":
+        if volumes and history.steps > 0 and str(history.stop_reason) != "error":
             recalibrate_batch_norm(model, sampler, batch_size, device)
         if config.correct_class_shares and history.trustworthy:
             correct_shares()
