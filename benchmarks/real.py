@@ -350,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.real", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a crop, 2 s budgets: checks it runs")
     parser.add_argument("--seeds", type=int, default=3, help="painting variants per image")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first painting seed")
     parser.add_argument("--cases", nargs="+", help="case names to run (default: all)")
     parser.add_argument("--seconds", type=float, default=60.0, help="class training budget")
     parser.add_argument("--object-seconds", type=float, default=90.0, help="object budget")
@@ -438,7 +439,8 @@ def run_stacks(args: argparse.Namespace, options: dict[str, Any]) -> int:
         cases = cases[:1]
     rows = []
     for case in cases:
-        for seed in range(1 if args.quick else args.seeds):
+        first = getattr(args, "first_seed", 0)
+        for seed in range(first, first + (1 if args.quick else args.seeds)):
             row = run_stack_case(case, seed, quick=args.quick, epochs=epochs, options=options)
             rows.append(row)
             print(stack_table([row]).splitlines()[-1], flush=True)

@@ -116,10 +116,13 @@ def unet(
     case: StackCase,
     spatial_dims: int,
     options: dict[str, Any],
+    quick: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Our default U-Net, 2-D (plane by plane) or 3-D, trained on the painted planes."""
+    """Our default U-Net, 2-D (plane by plane) or 3-D, trained on the painted planes
+    (``quick``: a tiny one, to check that the benchmark runs)."""
     voxel = case.voxel_size if spatial_dims == 3 else None
-    segmenter = Segmenter.create(spatial_dims=spatial_dims, voxel_size=voxel)
+    size = {"base_width": 4, "depth": 2} if quick else {}
+    segmenter = Segmenter.create(spatial_dims=spatial_dims, voxel_size=voxel, **size)
     config = TrainConfig(**options)
     started = time.perf_counter()
     history = segmenter.train(stack.image, painted, config, progress=False)
@@ -206,8 +209,8 @@ def run_stack_case(
     train = {"max_seconds": None, "max_epochs": epochs} | options
     results: dict[str, np.ndarray] = {}
     info: dict[str, Any] = {}
-    results["2-D"], info["2-D"] = unet(stack, painted, case, 2, train)
-    results["3-D"], info["3-D"] = unet(stack, painted, case, 3, train)
+    results["2-D"], info["2-D"] = unet(stack, painted, case, 2, train, quick)
+    results["3-D"], info["3-D"] = unet(stack, painted, case, 3, train, quick)
     started = time.perf_counter()
     results["forest"] = forest_3d(stack.image, painted, seed, quick)
     info["forest"] = {"seconds": round(time.perf_counter() - started, 1)}

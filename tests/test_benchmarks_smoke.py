@@ -120,6 +120,11 @@ def test_quick_real_image_benchmark_runs_every_contender(tmp_path, capsys):
     if draws:
         assert len(list((tmp_path / "figs").glob("*.png"))) == 2
     assert "classes: mean Dice ours - forest" in result["summary"]
+    # the stacks too: 2-D and 3-D U-Nets, forest and Otsu on the unpainted planes of a crop
+    (stack,) = json.loads((tmp_path / "real-stacks-quick.json").read_text())["rows"]
+    assert set(stack["dice"]) == {"2-D", "3-D", "forest", "otsu", "gaussian+otsu"}
+    assert all(0 <= v <= 1 for v in stack["dice"].values())
+    assert stack["info"]["3-D"]["steps"] == stack["info"]["2-D"]["steps"] >= 1
 
 
 def test_simulated_painting_stays_on_the_left_half_and_inside_its_class():

@@ -316,7 +316,7 @@ def test_train_a_3d_model_on_a_stack_and_segment_it(tmp_path, capsys):
     model = tmp_path / "volume.safetensors"
     args = ["train", "--image", str(tmp_path / "stack.npy"), "--labels"]
     args += [str(tmp_path / "stack_labels.npy"), "--output", str(model), "--seconds", "2"]
-    assert main([*args, "--dims", "3", "--voxel-size", "2", "0.5", "0.5"]) == 0
+    assert main([*args, "--voxel-size", "2", "0.5", "0.5"]) == 0  # a stack: 3-D by default
     assert main(["info", str(model)]) == 0
     assert "3-D: voxel size (2.0, 0.5, 0.5)" in capsys.readouterr().out
     assert main(["segment", str(model), str(tmp_path / "stack.npy")]) == 0

@@ -99,6 +99,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_dims(image: Any, channels: int, axes: str | None) -> int:
+    """3 for a stack (the measured better choice, see docs/benchmarks.md), 2 for one plane."""
+    from napari_unetseg.core.layout import resolve_layout
+
+    return 3 if resolve_layout(image, channels, axes).stack_shape else 2
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from napari_unetseg.core import Segmenter, TrainConfig
     from napari_unetseg.core.weights import check_save_target
@@ -120,7 +127,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             n_classes=args.classes,
             task="objects" if args.mode.startswith("objects") else "semantic",
             device=args.device,
-            spatial_dims=args.dims,
+            spatial_dims=args.dims or _default_dims(image, channels, args.axes),
             voxel_size=args.voxel_size,
         )
     images = [_read_image(p) for p in args.image]
@@ -350,9 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--dims",
         type=int,
         choices=[2, 3],
-        default=2,
+        default=None,
         help="new model: 2-D (plane by plane) or 3-D (a stack as one volume; Z is the last "
-        "stack axis). Default: %(default)s",
+        "stack axis). Default: 3 for a stack, 2 for a single image",
     )
     train.add_argument(
         "--voxel-size",

@@ -25,6 +25,7 @@ def test_stack_trains_a_3d_network_by_default_and_2d_on_request(viewer, widget, 
     train.labels_picker.set_layer(viewer.layers["paint"])
     assert train.network.isEnabled()
     assert train.network.currentData() == 3  # the measured default for stacks
+    assert train.budget.value() == 180  # 3-D steps are slower: a longer default budget
     train.extra_settings |= {"volume_patch_size": (8, 32, 32), "volume_batch_size": 1}
     train.budget_unit.setCurrentText("epochs")
     train.budget.setValue(1)
@@ -50,6 +51,10 @@ def test_stack_trains_a_3d_network_by_default_and_2d_on_request(viewer, widget, 
 
     train.start_from.setCurrentIndex(0)  # a new model
     train.network.setCurrentIndex(train.network.findData(2))
+    train.budget_unit.setCurrentText("seconds")
+    assert train.budget.value() == 60
+    train.budget_unit.setCurrentText("epochs")
+    train.budget.setValue(1)
     train.start()
     wait_idle(qtbot, widget)
     assert not widget.session.segmenter.is_3d
@@ -62,3 +67,4 @@ def test_a_single_image_has_no_3d_choice(viewer, widget):
     widget.train_section.image_picker.set_layer(viewer.layers["plane"])
     assert not widget.train_section.network.isEnabled()
     assert widget.train_section.spatial_dims(viewer.layers["plane"]) == 2
+    assert widget.train_section.budget.value() == 60

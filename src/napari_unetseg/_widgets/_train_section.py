@@ -95,7 +95,7 @@ class TrainSection(JobSection):
         self.budget_unit = narrow_combo(7)
         self.budget_unit.addItems(["seconds", "epochs"])
         self.budget_unit.currentTextChanged.connect(
-            lambda unit: self.budget.setValue(60 if unit == "seconds" else 20)
+            lambda unit: self.budget.setValue(self._default_seconds() if unit == "seconds" else 20)
         )
         budget = QWidget()  # a widget, not a bare layout: the form then sees its true minimum
         budget_row = QHBoxLayout(budget)
@@ -141,6 +141,7 @@ class TrainSection(JobSection):
             "For a stack, a new model is 3-D (it learns from the planes above and below the "
             "painted ones) or 2-D (each plane alone). Single images always use 2-D."
         )
+        self.network.currentIndexChanged.connect(self._network_changed)
 
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
@@ -194,6 +195,7 @@ class TrainSection(JobSection):
         self.network.setEnabled(stack)
         for widget in (self.network_label, self.network):  # the row shows for stacks only
             widget.setVisible(stack)
+        self._network_changed()
         if image is None or self.session.busy == "training":
             return
         shape = spatial_shape(image)
@@ -227,6 +229,15 @@ class TrainSection(JobSection):
         self.network.setEnabled(
             not training and image is not None and self.network_choices(image) == (2, 3)
         )
+
+    def _default_seconds(self) -> int:
+        """A 3-D step takes several times a 2-D one: its default budget is 180 s, not 60 s."""
+        return 180 if self.network.currentData() == 3 and self.network.isEnabled() else 60
+
+    def _network_changed(self, *_: Any) -> None:
+        """Switch the time budget between the defaults, unless the user chose another."""
+        if self.budget_unit.currentText() == "seconds" and self.budget.value() in (60, 180):
+            self.budget.setValue(self._default_seconds())
 
     @staticmethod
     def network_choices(image: Any) -> tuple[int, ...]:
