@@ -34,7 +34,7 @@ from napari_unetseg.core.normalization import fit_normalizer
 from napari_unetseg.core.predict import inference_network, logits_to_probabilities
 from napari_unetseg.core.sampling import PatchSampler, augment
 from napari_unetseg.core.synthetic import nuclei_scene
-from napari_unetseg.core.train import prepare_planes
+from napari_unetseg.core.planes import prepare_planes
 
 from .contention import contention_benchmark
 
@@ -237,7 +237,7 @@ def train_benchmark(
     settings: Settings, log: Callable[[str], None]
 ) -> tuple[Segmenter, dict[str, Any]]:
     """Train on the benchmark scene; steps/s, time to validation Dice 0.9, and a profile of a step."""
-    from napari_unetseg.core.train import EpochDone, StepDone, TrainingDone
+    from napari_unetseg.core.training_events import EpochDone, StepDone, TrainingDone
 
     scene = _scene(settings.train_scene, settings.seed)
     seg = Segmenter.create(

@@ -126,7 +126,7 @@ def test_training_memory_follows_the_paint_not_the_image():
     import tracemalloc
 
     from napari_unetseg.core.config import ModelConfig
-    from napari_unetseg.core.train import prepare_planes
+    from napari_unetseg.core.planes import prepare_planes
 
     image = np.zeros((4000, 4000), np.uint8)
     image[100:140, 100:140] = 200

@@ -29,12 +29,12 @@ _EXPORTS = {
     "Prediction": "predict",
     "PredictProgress": "predict",
     "Segmenter": "segmenter",
-    "EpochDone": "train",
-    "PaintUpdated": "train",
-    "StepDone": "train",
-    "TrainingDone": "train",
-    "TrainingHistory": "train",
-    "TrainingStarted": "train",
+    "EpochDone": "training_events",
+    "PaintUpdated": "training_events",
+    "StepDone": "training_events",
+    "TrainingDone": "training_events",
+    "TrainingHistory": "training_events",
+    "TrainingStarted": "training_events",
     "PaintSuggestion": "uncertainty",
 }
 
@@ -76,7 +76,7 @@ if TYPE_CHECKING:
     )
     from .predict import Prediction, PredictProgress
     from .segmenter import Segmenter
-    from .train import (
+    from .training_events import (
         EpochDone,
         PaintUpdated,
         StepDone,

@@ -27,6 +27,7 @@ from .devices import describe_device, inference_dtype, select_device
 from .errors import ConfigError
 from .layout import ImageLayout, resolve_layout
 from .model import UNet, count_parameters
+from .planes import prepare_planes
 from .precision import proven_dtype
 from .predict import (
     Prediction,
@@ -36,15 +37,10 @@ from .predict import (
     run_to_end,
 )
 from .resources import check_memory, parameter_bytes, training_bytes
-from .train import (
-    TrainingEvent,
-    TrainingHistory,
-    TrainingPlane,
-    consume,
-    prepare_planes,
-    wants_bar,
-)
+from .sampling import TrainingPlane
+from .train import consume, wants_bar
 from .train import train_iter as _train_iter
+from .training_events import TrainingEvent, TrainingHistory
 from .uncertainty import PaintSuggestion, suggest_regions
 from .weights import load_weights, save_weights
 
@@ -318,7 +314,7 @@ class Segmenter:
         Live painting: ``labels`` may be a callable that returns the current labels (an
         array, or a list, as above). It is called once before training and again after
         every epoch; when the paint has changed, training goes on with the new paint (the
-        weights and optimiser carry on) and a :class:`~napari_unetseg.core.train.PaintUpdated`
+        weights and optimiser carry on) and a :class:`~napari_unetseg.core.training_events.PaintUpdated`
         event says how many pixels it now learns from. Return a copy: the array must not
         change while training reads it.
 

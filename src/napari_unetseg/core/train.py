@@ -1,5 +1,8 @@
 """Training on painted labels, as a generator of small typed events.
 
+The events and the history are in :mod:`.training_events`; turning painted images into
+training planes is in :mod:`.planes`.
+
 The generator runs one optimiser step between events, so a caller stops it cleanly by
 closing it (or setting ``stop``); the best weights are kept either way.
 """
@@ -11,8 +14,6 @@ import math
 import threading
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
-from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -21,14 +22,22 @@ from torch import nn
 from .allocator import in_a_job
 from .config import ModelConfig, TrainConfig
 from .devices import cpu_has_native_bfloat16
-from .errors import InputError, UnetSegError
-from .layout import resolve_layout
+from .errors import UnetSegError
 from .losses import masked_loss, resolve_loss_name
-from .normalization import Normalizer, check_finite, fit_normalizer
+from .planes import prepare_planes
 from .prior import class_share_shift, estimate_pixels, shift_output_bias
 from .sampling import PatchSampler, TrainingPlane, augment
-from .targets import check_labels_dtype, check_painted_classes, make_targets
 from .threads import ThreadTuner
+from .training_events import (
+    MIN_TRUSTED_STEPS,
+    EpochDone,
+    PaintUpdated,
+    StepDone,
+    TrainingDone,
+    TrainingEvent,
+    TrainingHistory,
+    TrainingStarted,
+)
 from .validation import (
     ValidationRegion,
     ValidationSplit,
@@ -51,15 +60,9 @@ __all__ = [
     "train_iter",
 ]
 
-StopReason = Literal["time", "epochs", "stopped", "error"]
-
-#: Fewer optimiser steps than this and a run says its model is not to be trusted.
-MIN_TRUSTED_STEPS = 50
 #: Validated epochs before this share of the budget do not compete for "best": early in a
 #: run, a nearly empty model can score well on the few held-out strokes.
 BEST_FROM_PROGRESS = 0.5
-#: Planes with more pixels than this are cut to their painted region plus a patch of context.
-CROP_ABOVE_PIXELS = 4_000_000
 #: Class shares that lower the held-out Dice by more than this are applied in part, or not.
 #: A safety net against a broken estimate, not a judge of a good one: held-out strokes lie
 #: away from the borders the shares move. On the real images, the full shift beat half of it
@@ -71,198 +74,6 @@ SHARES_STEPS = (1.0, 0.5, 0.25)
 #: In the first part of a run, epochs are validated only while validation has taken less
 #: than this share of the time: those scores are shown, not used to choose weights.
 VALIDATION_TIME_SHARE = 0.05
-
-
-# --------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True)
-class TrainingStarted:
-    device: str
-    n_planes: int
-    train_pixels: int
-    validation_pixels: int
-    patch_size: int
-    steps_per_epoch: int
-    max_seconds: float | None
-    max_epochs: int | None
-    validation_note: str | None = None
-
-
-@dataclass(frozen=True)
-class StepDone:
-    step: int
-    epoch: int
-    loss: float
-    learning_rate: float
-    elapsed: float
-    remaining: float | None
-
-
-@dataclass(frozen=True)
-class EpochDone:
-    epoch: int
-    step: int
-    train_loss: float
-    validation_dice: float | None
-    best_validation_dice: float | None
-    improved: bool
-    elapsed: float
-    remaining: float | None
-
-
-@dataclass(frozen=True)
-class PaintUpdated:
-    """New paint reached training between two epochs (live painting).
-
-    ``problem`` says why the new paint could not be used; training then goes on with the
-    paint it had.
-    """
-
-    epoch: int
-    step: int
-    train_pixels: int
-    validation_pixels: int
-    problem: str | None = None
-
-
-@dataclass
-class TrainingHistory:
-    """What happened in one training run; ``Segmenter.train`` returns it."""
-
-    step_losses: list[float] = field(default_factory=list)
-    epoch_losses: list[float] = field(default_factory=list)
-    validation_dice: list[float | None] = field(default_factory=list)
-    best_epoch: int | None = None
-    best_validation_dice: float | None = None
-    steps: int = 0
-    elapsed: float = 0.0
-    stop_reason: StopReason = "epochs"
-    device: str = "cpu"
-    warnings: list[str] = field(default_factory=list)
-    threads: int | None = None
-    start_validation_dice: float | None = None
-    class_shares: list[float] | None = None
-    class_shares_applied: float | None = None
-    #: The first epoch after which no held-out painted pixel was wrong (None: never).
-    all_right_from: int | None = None
-    #: Times new paint was picked up during the run (live painting).
-    paint_updates: int = 0
-
-    @property
-    def trustworthy(self) -> bool:
-        """False when too few steps ran for the model to be trusted (see ``warnings``)."""
-        return self.steps >= MIN_TRUSTED_STEPS
-
-    @property
-    def epochs(self) -> int:
-        return len(self.epoch_losses)
-
-    def summary(self) -> dict[str, Any]:
-        """A JSON-friendly digest, stored in the model's config."""
-        return {
-            "steps": self.steps,
-            "epochs": self.epochs,
-            "seconds": round(self.elapsed, 1),
-            "stop_reason": self.stop_reason,
-            "best_epoch": self.best_epoch,
-            "best_validation_dice": self.best_validation_dice,
-            "final_loss": self.epoch_losses[-1] if self.epoch_losses else None,
-            "device": self.device,
-            "warnings": list(self.warnings),
-            "class_shares": self.class_shares,
-            "class_shares_applied": self.class_shares_applied,
-        }
-
-
-@dataclass(frozen=True)
-class TrainingDone:
-    history: TrainingHistory
-
-
-TrainingEvent = TrainingStarted | StepDone | EpochDone | PaintUpdated | TrainingDone
-
-
-# --------------------------------------------------------------------------- data
-
-
-def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list | tuple) else [value]
-
-
-def prepare_planes(
-    images: Any,
-    labels: Any,
-    model_config: ModelConfig,
-    train_config: TrainConfig,
-    normalization_config: Any,
-    axes: str | None = None,
-) -> list[TrainingPlane]:
-    """Check images and painted labels and turn them into training planes (inputs untouched)."""
-    image_list, labels_list = _as_list(images), _as_list(labels)
-    if len(image_list) != len(labels_list):
-        raise InputError(
-            f"got {len(image_list)} image(s) but {len(labels_list)} labels array(s); give one "
-            "labels array per image."
-        )
-    n_outputs = model_config.n_classes
-    planes: list[TrainingPlane] = []
-    painted_planes: list[np.ndarray] = []
-    for number, (image, labels) in enumerate(zip(image_list, labels_list, strict=True)):
-        where = f"image {number}" if len(image_list) > 1 else "the image"
-        layout = resolve_layout(image, model_config.in_channels, axes)
-        labels = check_labels_dtype(np.asarray(labels))
-        if labels.shape != layout.output_shape:
-            raise InputError(
-                f"the labels have shape {labels.shape} but {where} has shape {layout.shape} "
-                f"(axes {layout.axes}), so labels of shape {layout.output_shape} are needed. "
-                "Paint on a Labels layer made for this image."
-            )
-        if min(layout.plane_shape) < model_config.min_size:
-            raise InputError(
-                f"{where} is {layout.plane_shape[0]}x{layout.plane_shape[1]} px; this model (depth "
-                f"{model_config.depth}) needs at least {model_config.min_size}x{model_config.min_size} px."
-            )
-        normalizer: Normalizer | None = None
-        for index in layout.plane_indices():
-            plane_labels = labels[index]
-            if not plane_labels.any():
-                continue  # an unpainted plane of a stack teaches nothing
-            if normalizer is None:
-                normalizer = fit_normalizer(image, layout, normalization_config)
-            raw = layout.read_plane(image, index)
-            check_finite(raw, where)
-            window = painted_window(plane_labels, train_config)
-            targets = make_targets(plane_labels[window], train_config, n_outputs)
-            painted_planes.append(plane_labels)
-            planes.append(
-                TrainingPlane(
-                    image=normalizer(raw[(slice(None), *window)]),
-                    classes=targets.classes.astype(smallest_class_dtype(n_outputs), copy=False),
-                    train_mask=targets.mask.copy(),
-                    validation_mask=np.zeros_like(targets.mask),
-                )
-            )
-    check_painted_classes(painted_planes, train_config, n_outputs)
-    return planes
-
-
-def painted_window(painted: np.ndarray, config: TrainConfig) -> tuple[slice, slice]:
-    """The part of a plane training needs: all of it, or for a large plane painted sparsely,
-    the painted region and the context a patch around it sees (memory follows the paint)."""
-    whole = (slice(None), slice(None))
-    if painted.size <= CROP_ABOVE_PIXELS or not config.is_sparse:
-        return whole
-    rows, cols = np.flatnonzero(painted.any(1)), np.flatnonzero(painted.any(0))
-    margin = config.patch_size
-    return (
-        slice(max(0, rows[0] - margin), rows[-1] + 1 + margin),
-        slice(max(0, cols[0] - margin), cols[-1] + 1 + margin),
-    )
-
-
-def smallest_class_dtype(n_outputs: int) -> type[np.integer[Any]]:
-    return np.uint8 if max(n_outputs, 2) <= 256 else np.int16
 
 
 def learning_rate_factor(progress: float, warmup: float) -> float:

@@ -1,0 +1,129 @@
+"""What a training run reports: the events ``train_iter`` yields, and the history it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "MIN_TRUSTED_STEPS",
+    "EpochDone",
+    "PaintUpdated",
+    "StepDone",
+    "TrainingDone",
+    "TrainingEvent",
+    "TrainingHistory",
+    "TrainingStarted",
+]
+
+StopReason = Literal["time", "epochs", "stopped", "error"]
+
+#: Fewer optimiser steps than this and a run says its model is not to be trusted.
+MIN_TRUSTED_STEPS = 50
+
+
+@dataclass(frozen=True)
+class TrainingStarted:
+    device: str
+    n_planes: int
+    train_pixels: int
+    validation_pixels: int
+    patch_size: int
+    steps_per_epoch: int
+    max_seconds: float | None
+    max_epochs: int | None
+    validation_note: str | None = None
+
+
+@dataclass(frozen=True)
+class StepDone:
+    step: int
+    epoch: int
+    loss: float
+    learning_rate: float
+    elapsed: float
+    remaining: float | None
+
+
+@dataclass(frozen=True)
+class EpochDone:
+    epoch: int
+    step: int
+    train_loss: float
+    validation_dice: float | None
+    best_validation_dice: float | None
+    improved: bool
+    elapsed: float
+    remaining: float | None
+
+
+@dataclass(frozen=True)
+class PaintUpdated:
+    """New paint reached training between two epochs (live painting).
+
+    ``problem`` says why the new paint could not be used; training then goes on with the
+    paint it had.
+    """
+
+    epoch: int
+    step: int
+    train_pixels: int
+    validation_pixels: int
+    problem: str | None = None
+
+
+@dataclass
+class TrainingHistory:
+    """What happened in one training run; ``Segmenter.train`` returns it."""
+
+    step_losses: list[float] = field(default_factory=list)
+    epoch_losses: list[float] = field(default_factory=list)
+    validation_dice: list[float | None] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_validation_dice: float | None = None
+    steps: int = 0
+    elapsed: float = 0.0
+    stop_reason: StopReason = "epochs"
+    device: str = "cpu"
+    warnings: list[str] = field(default_factory=list)
+    threads: int | None = None
+    start_validation_dice: float | None = None
+    class_shares: list[float] | None = None
+    class_shares_applied: float | None = None
+    #: The first epoch after which no held-out painted pixel was wrong (None: never).
+    all_right_from: int | None = None
+    #: Times new paint was picked up during the run (live painting).
+    paint_updates: int = 0
+
+    @property
+    def trustworthy(self) -> bool:
+        """False when too few steps ran for the model to be trusted (see ``warnings``)."""
+        return self.steps >= MIN_TRUSTED_STEPS
+
+    @property
+    def epochs(self) -> int:
+        return len(self.epoch_losses)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-friendly digest, stored in the model's config."""
+        return {
+            "steps": self.steps,
+            "epochs": self.epochs,
+            "seconds": round(self.elapsed, 1),
+            "stop_reason": self.stop_reason,
+            "best_epoch": self.best_epoch,
+            "best_validation_dice": self.best_validation_dice,
+            "final_loss": self.epoch_losses[-1] if self.epoch_losses else None,
+            "device": self.device,
+            "warnings": list(self.warnings),
+            "class_shares": self.class_shares,
+            "class_shares_applied": self.class_shares_applied,
+        }
+
+
+@dataclass(frozen=True)
+class TrainingDone:
+    history: TrainingHistory
+
+
+TrainingEvent = TrainingStarted | StepDone | EpochDone | PaintUpdated | TrainingDone
