@@ -91,13 +91,17 @@ def contention_benchmark(
         "bare_loop_steps_per_second": bare,
         "bare_loop_busy_core_steps_per_second": bare_busy,
         "ours_vs_bare_loop": quiet["steps_per_second"] / bare,
-        "ours_busy_vs_quiet": busy["steps_per_second"] / quiet["steps_per_second"],
+        "ours_busy_vs_quiet": _ratio(busy["steps_per_second"], quiet["steps_per_second"]),
         "bare_loop_busy_vs_quiet": bare_busy / bare,
         "prediction_side": int(predict_image.shape[-1]),
         "prediction_seconds_quiet": predict_quiet,
         "prediction_seconds_busy_core": predict_busy,
         "prediction_busy_vs_quiet": predict_quiet / predict_busy,
     }
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b > 0 else None
 
 
 def _best_of(function: Callable[[], Any], n: int) -> float:
@@ -107,3 +111,44 @@ def _best_of(function: Callable[[], Any], n: int) -> float:
         function()
         times.append(time.perf_counter() - started)
     return min(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.contention [--seconds 60] [--predict-size 4096]``: this part alone."""
+    import argparse
+    import json
+    import sys
+    from pathlib import Path
+
+    from .suite import Settings, _scene, scene_image
+
+    defaults = Settings()
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.contention", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=defaults.contention_seconds)
+    parser.add_argument("--predict-size", type=int, default=defaults.contention_predict_size)
+    parser.add_argument(
+        "--scene", type=int, default=defaults.train_scene, help="training scene side"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "contention.json"
+    )
+    args = parser.parse_args(argv)
+    result = contention_benchmark(
+        _scene(args.scene, defaults.seed),
+        scene_image(args.predict_size, defaults.seed),
+        args.seconds,
+        defaults.train_batch_size,
+        defaults.train_patch_size,
+        defaults.seed,
+        log=lambda text: print(text, file=sys.stderr, flush=True),
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    for key, value in result.items():
+        if not isinstance(value, dict):
+            print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -58,12 +58,14 @@ def _paint_class(
     length: tuple[int, int],
     width: int,
     one_per_object: np.ndarray | None = None,
+    tries: int = 10_000,
 ) -> None:
-    """Strokes of ``value`` inside ``inside`` until about ``n_pixels`` are painted."""
+    """Strokes of ``value`` inside ``inside`` until about ``n_pixels`` are painted (or
+    ``tries`` strokes were attempted)."""
     inside = inside.copy()
     brush = disk(width // 2) if width > 1 else None
     done = 0
-    for _ in range(10_000):
+    for _ in range(tries):
         if done >= n_pixels or not inside.any():
             break
         run = _stroke(inside, rng, int(rng.integers(*length)))

@@ -59,8 +59,8 @@ class Settings:
     train_batch_size: int = 8
     train_patch_size: int = 128
     profile_steps: int = 20
-    contention_seconds: float = 20.0
-    contention_predict_size: int = 1024
+    contention_seconds: float = 60.0  # the default budget
+    contention_predict_size: int = 4096  # enough batches for the thread tuner to act
     base_width: int = 16
     depth: int = 4
     monai: bool = True

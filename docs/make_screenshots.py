@@ -5,9 +5,11 @@
 Needs a display; on a headless Linux machine it starts Xvfb itself when ``DISPLAY`` is not
 set (``apt-get install xvfb libgl1-mesa-dri``). Writes:
 
-- ``docs/images/main.png``: the sample after a short training, its segmentation, and the
-  docked widget with its loss plot (README shows it);
-- ``docs/images/widget.png``: the dock widget alone;
+- ``docs/images/demo-1920x1080.png`` and ``docs/images/demo-1366x768.png``: the whole window
+  at those sizes, after a short training and a segmentation (the result under the strokes);
+  the loss plot is unfolded where a screen that size would unfold it;
+- ``docs/images/main.png``: the same as the 1920x1080 picture (README shows it);
+- ``docs/images/widget.png``: the dock widget alone, at 1366x768;
 - ``docs/images/sample.png``: the sample image with its painted strokes, before training.
 """
 
@@ -77,6 +79,22 @@ def close_notifications() -> None:
             toast.close()
 
 
+def picture(viewer: object, widget: object, size: tuple[int, int], name: str) -> None:
+    """The whole window at ``size``, as a screen of that size would show it."""
+    from napari_unetseg._widgets._demo import fit_window
+
+    window = viewer.window._qt_window  # type: ignore[attr-defined]
+    window.showNormal()
+    fit_window(viewer, size)
+    widget.train_section.plot_fold.set_expanded(size[1] >= 1000)  # type: ignore[attr-defined]
+    settle(1.0)
+    viewer.reset_view()  # type: ignore[attr-defined]
+    settle(0.5)
+    close_notifications()
+    settle(0.3)
+    window.grab().save(str(IMAGES / name))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=45.0, help="training budget")
@@ -86,12 +104,11 @@ def main() -> None:
     with display():
         import napari
 
-        from napari_unetseg._widgets._demo import open_demo
+        from napari_unetseg._widgets._demo import fit_window, open_demo
 
         viewer = napari.Viewer(title="napari-unetseg", show=True)
-        viewer.window._qt_window.resize(1680, 1120)
+        fit_window(viewer, (1920, 1080))
         widget = open_demo(viewer)
-        viewer.window._qt_window.showNormal()
         wait(lambda: widget.warm_up is None)
         viewer.reset_view()
         settle(1.0)
@@ -105,15 +122,11 @@ def main() -> None:
         wait(lambda: not widget.session.busy)
         widget.segment_section.start_button.click()
         wait(lambda: not widget.session.busy)
-        result = viewer.layers["nuclei segmentation"]
-        result.opacity = 0.55
-        viewer.layers["nuclei strokes"].visible = False
-        viewer.layers.selection.active = result
-        viewer.reset_view()
-        settle(1.0)
-        close_notifications()
-        settle(0.3)
-        viewer.window._qt_window.grab().save(str(IMAGES / "main.png"))
+        viewer.layers["nuclei segmentation"].opacity = 0.6
+
+        picture(viewer, widget, (1920, 1080), "demo-1920x1080.png")
+        shutil.copyfile(IMAGES / "demo-1920x1080.png", IMAGES / "main.png")
+        picture(viewer, widget, (1366, 768), "demo-1366x768.png")
         widget.grab().save(str(IMAGES / "widget.png"))
         print(train.status.text())
         print("wrote", ", ".join(sorted(p.name for p in IMAGES.glob("*.png"))))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,3 +152,43 @@ def test_simulated_painting_stays_on_the_left_half_and_inside_its_class():
     assert len(painted_ids) == 2 and np.all(painted_ids > 0)
     for old in painted_ids:  # whole objects, each with one id
         assert len(np.unique(objects[instances == old])) == 1
+
+
+def test_contention_benchmark_alone_writes_its_json(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.contention import main
+    finally:
+        sys.path.remove(str(ROOT))
+    out = tmp_path / "contention.json"
+    assert (
+        main(["--seconds", "2", "--scene", "128", "--predict-size", "96", "--out", str(out)]) == 0
+    )
+    result = json.loads(out.read_text())
+    assert result["ours_quiet"]["steps"] >= 1 and result["bare_loop_steps_per_second"] > 0
+    assert result["prediction_side"] == 96
+    assert "ours_vs_bare_loop" in capsys.readouterr().out
+
+
+def test_quick_active_painting_benchmark_compares_both_strategies(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.active_painting import main
+    finally:
+        sys.path.remove(str(ROOT))
+    assert main(["--quick", "--out", str(tmp_path)]) == 0
+    assert "| case | strategy | start | round 1 |" in capsys.readouterr().out
+    result = json.loads((tmp_path / "active-painting-quick.json").read_text())
+    (row,) = result["rows"]
+    suggested, random = row["curves"]["suggested"], row["curves"]["random"]
+    rounds = result["settings"]["rounds"]
+    for curve in (suggested, random):
+        assert len(curve["dice"]) == rounds + 1 and all(0 <= d <= 1 for d in curve["dice"])
+        assert curve["painted_pixels"] == sorted(curve["painted_pixels"])  # paint only grows
+        assert curve["painted_pixels"][-1] > curve["painted_pixels"][0]
+    assert suggested["dice"][0] == random["dice"][0]  # both start from the same model
+    added = np.diff(suggested["painted_pixels"]), np.diff(random["painted_pixels"])
+    np.testing.assert_allclose(added[0], added[1], rtol=0.35)  # the same paint per round
+    half = result["rows"][0]["curves"]["suggested"]["boxes"][0]
+    assert all(box[1] < 96 for box in half)  # windows start on the painted (left) half
+    assert "last_round_gain" in result["summary"]["tissue nuclei 0"]

@@ -1,5 +1,6 @@
 """The thread tuner moves to the thread count whose steps are fastest, and puts torch's back."""
 
+import numpy as np
 import torch
 
 from napari_unetseg.core import threads
@@ -70,3 +71,44 @@ def test_short_runs_never_switch():
     tuner = ThreadTuner(2, clock=clock, set_threads=lambda n: None)
     used = drive(tuner, clock, {2: 0.1, 1: 0.05}, 15)  # 1.5 s in all
     assert set(used) == {2}
+
+
+def test_explorations_that_change_nothing_come_less_often():
+    clock = FakeClock()
+    tuner = ThreadTuner(2, clock=clock, set_threads=lambda n: None)
+    used = drive(tuner, clock, {2: 0.2, 1: 0.35}, 1000)  # about 200 s
+    assert tuner.current == 2 and tuner.period == threads.LONGEST_PERIOD
+    # at 2 s, then 15, 30 and 60 s apart: 2, 17, 47, 107, 167
+    explorations = used.count(1) // threads.WINDOW
+    assert 4 <= explorations <= 6
+
+
+def test_a_fixed_count_is_used_and_restored():
+    calls = []
+    original = torch.get_num_threads()
+    fixed = 1 if original > 1 else 2
+    tuner = ThreadTuner(fixed, clock=FakeClock(), set_threads=calls.append)
+    assert calls == [fixed] and fixed in tuner.candidates
+    tuner.before_step()
+    tuner.after_step(0.1)
+    tuner.restore()
+    assert calls[0] == fixed and calls[-1] == original
+
+
+def test_prediction_runs_at_the_count_asked_and_gives_the_threads_back(monkeypatch):
+    from napari_unetseg.core import PredictConfig, Segmenter, predict
+
+    seen = []
+    to_probabilities = predict.logits_to_probabilities
+
+    def recording(logits):
+        seen.append(torch.get_num_threads())
+        return to_probabilities(logits)
+
+    monkeypatch.setattr(predict, "logits_to_probabilities", recording)
+    seg = Segmenter.create(base_width=4, depth=2, device="cpu", seed=0)
+    before = torch.get_num_threads()
+    image = np.random.default_rng(0).random((64, 64), dtype=np.float32)
+    seg.predict_proba(image, config=PredictConfig(threads=1, precision="float32"))
+    assert torch.get_num_threads() == before
+    assert seen == [1]

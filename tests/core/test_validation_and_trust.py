@@ -147,3 +147,44 @@ def test_training_memory_follows_the_paint_not_the_image():
     assert int(plane.train_mask.sum()) == int((labels > 0).sum())
     # a float32 copy of the whole plane alone would be 64 MB, its int64 classes 128 MB
     assert peak < 48 * 2**20, f"{peak / 2**20:.0f} MiB"
+
+
+class ConstantClass(torch.nn.Module):
+    """Says class ``c`` everywhere."""
+
+    def __init__(self, c, n=2):
+        super().__init__()
+        self.c, self.n = c, n
+
+    def forward(self, x):
+        logits = torch.zeros(x.shape[0], self.n, *x.shape[2:])
+        logits[:, self.c] = 5.0
+        return logits
+
+
+def test_the_held_out_score_counts_the_wrong_pixels():
+    from napari_unetseg.core.validation import evaluate, validation_regions
+
+    rng = np.random.default_rng(0)
+    plane = plane_with_strokes((64, 64), rng)
+    plane.validation_mask[:] = plane.train_mask
+    regions = validation_regions([plane], 64, 4, rng)
+    painted = plane.classes[plane.validation_mask]
+    cpu = torch.device("cpu")
+    all_foreground = evaluate(ConstantClass(1), regions, cpu, False, 2)
+    assert all_foreground.pixels == len(painted)
+    assert all_foreground.wrong == int(np.sum(painted == 0)) > 0
+    assert 0 < all_foreground.dice < 1
+    right = evaluate(ConstantClass(0), regions, cpu, False, 2)
+    assert right.wrong == int(np.sum(painted == 1)) and right.dice == 0.0
+
+
+@pytest.mark.parametrize(("all_right_from", "warned"), [(2, True), (5, False), (None, False)])
+def test_a_saturated_validation_says_it_cannot_judge_the_borders(all_right_from, warned):
+    from napari_unetseg.core.train import BestWeights, TrainingHistory, _finish
+
+    model = torch.nn.Conv2d(1, 2, 1)
+    history = TrainingHistory(steps=150, epoch_losses=[0.1] * 6, all_right_from=all_right_from)
+    _finish(history, BestWeights(model), model)
+    said = any("held-out painted pixel was right" in w for w in history.warnings)
+    assert said == warned

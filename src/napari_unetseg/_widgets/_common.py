@@ -7,7 +7,17 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from qtpy.QtWidgets import QLabel, QWidget
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QLabel,
+    QLayout,
+    QSizePolicy,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 
 def start_worker(
@@ -44,6 +54,85 @@ def note_label(text: str = "", parent: QWidget | None = None) -> QLabel:
     label.setWordWrap(True)
     label.setTextInteractionFlags(label.textInteractionFlags() | _selectable())
     return label
+
+
+def narrow_form() -> QFormLayout:
+    """A form whose labels go above their fields when the dock is too narrow for both."""
+    form = QFormLayout()
+    form.setVerticalSpacing(4)
+    form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+    form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+    return form
+
+
+def narrow_combo(min_chars: int = 10) -> QComboBox:
+    """A combo box that asks for ``min_chars`` characters of width, not its longest item."""
+    combo = QComboBox()
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(min_chars)
+    return combo
+
+
+def compact(layout: QLayout) -> QLayout:
+    """Tighter margins and spacing than Qt's defaults: the dock must fit a laptop's height."""
+    layout.setContentsMargins(6, 6, 6, 6)
+    layout.setSpacing(4)
+    return layout
+
+
+class Fold(QWidget):
+    """A titled part of a section that folds away under a small arrow button."""
+
+    toggled = Signal(bool)
+
+    def __init__(self, title: str, expanded: bool = False, parent: QWidget | None = None) -> None:
+        from qtpy.QtCore import Qt
+
+        super().__init__(parent)
+        self.button = QToolButton()
+        self.button.setText(title)
+        self.button.setCheckable(True)
+        self.button.setAutoRaise(True)
+        self.button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.button.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.body = QWidget()
+        self.body_layout = QVBoxLayout(self.body)
+        self.body_layout.setContentsMargins(8, 0, 0, 0)
+        self.body_layout.setSpacing(4)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(self.button)
+        layout.addWidget(self.body)
+        self.button.toggled.connect(self.set_expanded)
+        self.set_expanded(expanded)
+
+    def add(self, item: QWidget | QLayout) -> None:
+        if isinstance(item, QLayout):
+            self.body_layout.addLayout(item)
+        else:
+            self.body_layout.addWidget(item)
+
+    def is_expanded(self) -> bool:
+        return self.button.isChecked()
+
+    def set_expanded(self, expanded: bool) -> None:
+        from qtpy.QtCore import Qt
+
+        self.button.blockSignals(True)
+        self.button.setChecked(expanded)
+        self.button.blockSignals(False)
+        self.button.setArrowType(Qt.ArrowType.DownArrow if expanded else Qt.ArrowType.RightArrow)
+        self.body.setVisible(expanded)
+        self.toggled.emit(expanded)
+
+
+def tall_screen(height: int = 1000) -> bool:
+    """True when the screen leaves at least ``height`` px for the window (room for the plot)."""
+    from qtpy.QtWidgets import QApplication
+
+    screen = QApplication.primaryScreen()
+    return screen is not None and screen.availableGeometry().height() >= height
 
 
 def _selectable() -> Any:
@@ -103,9 +192,40 @@ def warm_up() -> str:
     interpreter for up to half a second at a time; doing it here, when the widget docks,
     keeps that pause out of the first training run.
     """
+    with contextlib.suppress(Exception):  # the ordinary import then loads the libraries
+        preload_torch_libraries()
     with contextlib.suppress(ImportError):
         import torch._dynamo  # noqa: F401
     return device_text()
+
+
+def preload_torch_libraries() -> bool:
+    """Load torch's shared libraries without holding the GIL, before ``import torch``.
+
+    CPython holds the GIL while it loads an extension module, so loading libtorch (hundreds
+    of MB, and its static initialisers) stopped napari's event loop for 0.3-0.4 s even from
+    this background thread. libc's ``dlopen`` called through ctypes runs with the GIL
+    released; ``import torch`` then finds the libraries loaded. Linux only; returns whether
+    the libraries were loaded here.
+    """
+    import ctypes
+    import importlib.util
+    import os
+    import sys
+    from pathlib import Path
+
+    if not sys.platform.startswith("linux") or "torch" in sys.modules:
+        return False
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    library = Path(next(iter(spec.submodule_search_locations))) / "lib" / "libtorch_python.so"
+    if not library.is_file():
+        return False
+    dlopen = ctypes.CDLL(None).dlopen
+    dlopen.restype = ctypes.c_void_p
+    dlopen.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    return bool(dlopen(os.fsencode(library), os.RTLD_NOW | os.RTLD_LOCAL))
 
 
 def device_text() -> str:

@@ -49,6 +49,8 @@ class JobSection(QGroupBox):
         self.buttons.addWidget(self.stop_button)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(False)
+        self.progress.setFixedHeight(8)  # a thin bar: the status line says the numbers
         self.status = note_label("")
         session.busy_changed.connect(self._busy)
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from collections.abc import Generator
+    from collections.abc import Callable, Generator
 
     from napari_unetseg.core import Prediction, Segmenter
 
@@ -67,24 +67,33 @@ def train_job(
     segmenter: Segmenter | None,
     new_model: NewModel | None,
     image: Any,
-    labels: np.ndarray,
+    labels: np.ndarray | Callable[[], np.ndarray],
     settings: dict[str, Any],
     axes: str | None,
     stop: threading.Event,
-    preview_plane: tuple[int, ...] | None = None,
+    preview_plane: tuple[int, ...] | Callable[[], tuple[int, ...]] | None = None,
+    until_stopped: bool = False,
+    preview_every: float | None = None,
 ) -> Generator[Any, None, None]:
     """Train (a new model when ``new_model`` is given); yields the core's training events.
 
     Setting ``stop`` ends training after the current step; the core keeps the best weights.
+    Live mode: ``labels`` (and ``preview_plane``) may be callables read again as training
+    goes, ``until_stopped`` ignores the budget, and ``preview_every`` seconds (instead of
+    after each epoch) the visible plane is predicted again.
     """
-    from napari_unetseg.core import EpochDone, Segmenter, TrainConfig
+    import time
+
+    from napari_unetseg.core import EpochDone, Segmenter, StepDone, TrainConfig
 
     try:
         config = TrainConfig(**settings)
         if new_model is not None:
             segmenter = Segmenter.create(
                 in_channels=new_model.in_channels,
-                n_classes=3 if config.is_objects else classes_needed(labels, config.mode),
+                n_classes=3
+                if config.is_objects
+                else classes_needed(labels() if callable(labels) else labels, config.mode),
                 task="objects" if config.is_objects else "semantic",
                 base_width=new_model.base_width,
                 depth=new_model.depth,
@@ -92,25 +101,38 @@ def train_job(
                 voxel_size=new_model.voxel_size,
             )
         assert segmenter is not None
-        events = segmenter.train_iter(image, labels, config, axes=axes, stop=stop)  # checks inputs
+        events = segmenter.train_iter(  # checks the inputs
+            image, labels, config, axes=axes, stop=stop, until_stopped=until_stopped
+        )
     except RuntimeError as error:
         raise JobFailed(error) from error
     if new_model is not None:
         yield ModelCreated(segmenter)
     from napari_unetseg.core.predict import run_to_end
 
+    last_preview = time.monotonic()
     try:
         for event in events:
             yield event
-            if preview_plane is not None and isinstance(event, EpochDone) and not stop.is_set():
+            if preview_plane is None or stop.is_set():
+                continue
+            if preview_every is None:
+                due = isinstance(event, EpochDone)
+            else:
+                due = isinstance(event, StepDone | EpochDone) and (
+                    time.monotonic() - last_preview >= preview_every
+                )
+            if due:
+                plane = preview_plane() if callable(preview_plane) else preview_plane
                 yield Preview(
                     labels=run_to_end(
                         segmenter.predict_iter(
-                            image, axes=axes, probabilities=False, planes=[preview_plane]
+                            image, axes=axes, probabilities=False, planes=[plane]
                         )
-                    ).labels[preview_plane],
-                    index=preview_plane,
+                    ).labels[plane],
+                    index=plane,
                 )
+                last_preview = time.monotonic()
     except RuntimeError as error:
         raise JobFailed(error) from error
     finally:

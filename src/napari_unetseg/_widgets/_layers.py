@@ -66,15 +66,86 @@ def _spatial_transform(layer: Image, ndim: int) -> dict[str, Any]:
     return {"scale": tuple(layer.scale), "translate": tuple(layer.translate)}
 
 
+def painting_for(viewer: napari.Viewer, image: Image) -> Labels | None:
+    """The Labels layer painted for ``image``: the top one of its shape that is not a result."""
+    from napari.layers import Labels
+
+    shape = spatial_shape(image)
+    for layer in reversed(list(viewer.layers)):
+        if (
+            isinstance(layer, Labels)
+            and layer.data.shape == shape
+            and not layer.name.endswith(" segmentation")
+        ):
+            return layer
+    return None
+
+
+#: Result colours when no painting says otherwise; none is napari's label-1 dark red.
+RESULT_COLORS = ["#5bd5f8", "#f5d742", "#8de36b", "#f58af0", "#ff9d3c", "#9b8cff"]
+
+
+def result_colormap(painting: Labels | None, mode: str, n_labels: int) -> Any:
+    """Colours for a class result that keep the painting's meaning of each colour.
+
+    In strokes (``mode`` "sparse") label k+1 paints class k, in dense masks label k does: the
+    result's class k takes that label's colour, so "nuclei" looks the same in both layers and
+    the painting's background colour never marks a class.
+    """
+    from napari.utils.colormaps import DirectLabelColormap
+
+    shift = 1 if mode in ("sparse", "objects") else 0
+    colors: dict[int | None, Any] = {0: np.zeros(4, np.float32), None: np.zeros(4, np.float32)}
+    for k in range(1, max(2, n_labels)):
+        if painting is not None:
+            colors[k] = np.asarray(painting.colormap.map(np.array([k + shift]))[0], np.float32)
+        else:
+            colors[k] = RESULT_COLORS[(k - 1) % len(RESULT_COLORS)]
+    return DirectLabelColormap(color_dict=colors)
+
+
+def object_colormap() -> Any:
+    """One colour per object, from a palette that does not start with the painting's red."""
+    from napari.utils.colormaps import label_colormap
+
+    return label_colormap(49, seed=0.1)
+
+
+def _add_result_layer(viewer: napari.Viewer, image: Image, add: Any) -> Any:
+    """Add a layer just above ``image`` (under the strokes), keeping the user's selection."""
+    selected = viewer.layers.selection.active
+    chosen = set(viewer.layers.selection)
+    layer = add()
+    above = _index_of(viewer, image.name)
+    if above is not None:
+        at = viewer.layers.index(layer)
+        target = above + 1 if above < at else above
+        if target != at:
+            viewer.layers.move(at, target)
+    if selected is not None and selected in viewer.layers:
+        viewer.layers.selection.clear()
+        viewer.layers.selection.update(chosen & set(viewer.layers))
+        viewer.layers.selection.active = selected
+    return layer
+
+
+def _index_of(viewer: napari.Viewer, name: str) -> int | None:
+    names = [layer.name for layer in viewer.layers]
+    return names.index(name) if name in names else None
+
+
 def put_labels(
     viewer: napari.Viewer,
     image: Image,
     labels: np.ndarray,
     planes: list[tuple[int, ...]] | None = None,
+    colormap: Any = None,
 ) -> Labels:
     """Write ``labels`` into the layer "<image> segmentation", made on first use, updated in place.
 
     With ``planes`` only those stack planes are written and the others keep what they had.
+    A new layer goes just above the image, under the painted strokes, and the layer the user
+    had selected stays selected. ``colormap`` (if given) colours the layer.
     """
     from napari.layers import Labels
 
@@ -92,8 +163,17 @@ def put_labels(
         layer.data = data
         return layer
     if layer is None:
-        return viewer.add_labels(labels, name=name, **_spatial_transform(image, labels.ndim))
+        extra = {} if colormap is None else {"colormap": colormap}
+        return _add_result_layer(
+            viewer,
+            image,
+            lambda: viewer.add_labels(
+                labels, name=name, **extra, **_spatial_transform(image, labels.ndim)
+            ),
+        )
     layer.data = labels
+    if colormap is not None:
+        layer.colormap = colormap
     return layer
 
 
@@ -103,6 +183,7 @@ def put_labels_plane(
     index: tuple[int, ...],
     plane: np.ndarray,
     shape: tuple[int, ...],
+    colormap: Any = None,
 ) -> Labels:
     """Write one plane into "<image> segmentation" of ``shape``; the other planes keep theirs.
 
@@ -117,7 +198,7 @@ def put_labels_plane(
         return layer
     full = np.zeros(shape, plane.dtype)
     full[index] = plane
-    return put_labels(viewer, image, full, planes=[index])
+    return put_labels(viewer, image, full, planes=[index], colormap=colormap)
 
 
 def _write_in_place(layer: Labels, planes: list[tuple[tuple[int, ...], np.ndarray]]) -> bool:
@@ -148,12 +229,16 @@ def put_probabilities(
         return
     if name in viewer.layers:
         viewer.layers.remove(name)
-    viewer.add_image(
-        shown,
-        name=name,
-        colormap="magma",
-        contrast_limits=(0.0, 1.0),
-        blending="additive",
-        visible=True,
-        **_spatial_transform(image, shown.ndim),
+    _add_result_layer(
+        viewer,
+        image,
+        lambda: viewer.add_image(
+            shown,
+            name=name,
+            colormap="magma",
+            contrast_limits=(0.0, 1.0),
+            blending="additive",
+            visible=True,
+            **_spatial_transform(image, shown.ndim),
+        ),
     )

@@ -11,7 +11,6 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QInputDialog,
-    QLabel,
     QMessageBox,
     QPushButton,
     QSpinBox,
@@ -19,7 +18,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._common import note_label, start_worker
+from ._common import Fold, compact, narrow_form, note_label, start_worker
 from ._notify import report_exception, show_error, show_info
 
 if TYPE_CHECKING:
@@ -27,8 +26,10 @@ if TYPE_CHECKING:
 
 NO_MODEL = (
     "No model yet. Paint on a Labels layer and press Start under Train to make one, "
-    "load a weights file, or make a new model below."
+    "load a weights file, or make a new model (under Details)."
 )
+#: What the Model box says about a model while it trains (instead of "not trained yet").
+TRAINING = "training… (the best weights are kept when it ends)"
 WEIGHTS_FILTER = (
     "Weights (*.safetensors *.pth *.pt *.ckpt *.bin *.ts *.torchscript *.zip);;All files (*)"
 )
@@ -64,6 +65,22 @@ def ask_trust(parent: QWidget | None, path: str | Path) -> bool:
     return bool(answer == QMessageBox.StandardButton.Yes)
 
 
+def summarise(segmenter: Any, lines: list[str]) -> str:
+    """Two short lines: what the model is and how it was trained; its file."""
+    config = segmenter.config
+    kind = "objects" if segmenter.is_objects else f"{config.n_classes} classes"
+    state = next(
+        (line for line in lines if line.startswith(("trained", "not trained", TRAINING))), ""
+    )
+    if segmenter.source is None:
+        file = "not saved"
+    else:
+        file = Path(segmenter.source).name
+        if segmenter.changed_since_saved:
+            file += " (trained further since; not saved)"
+    return f"U-Net, {config.in_channels} channel(s) → {kind}; {state}\nfile: {file}"
+
+
 class ModelSection(QGroupBox):
     """Shows ``describe()`` of the session's model and changes the model."""
 
@@ -72,18 +89,23 @@ class ModelSection(QGroupBox):
         self.session = session
         self.worker: Any = None
 
+        self.summary = note_label(NO_MODEL)
+        self.summary.setObjectName("model_summary")
         self.info = note_label(NO_MODEL)
         self.info.setObjectName("model_info")
-        self.load_button = QPushButton("Load weights…")
+        self.load_button = QPushButton("Load…")
         self.load_button.setToolTip(
-            "Any supported file: napari-unetseg .safetensors, Pytorch-UNet .pth, TorchScript."
+            "Load weights: napari-unetseg .safetensors, Pytorch-UNet .pth, TorchScript, "
+            "bioimage.io .zip."
         )
         self.save_button = QPushButton("Save…")
         self.load_button.clicked.connect(self._ask_load)
         self.save_button.clicked.connect(self._ask_save)
+        self.details = Fold("Details")
         files = QHBoxLayout()
         files.addWidget(self.load_button)
         files.addWidget(self.save_button)
+        files.addWidget(self.details.button)  # the fold's arrow sits beside the buttons
 
         self.channels = QSpinBox()
         self.channels.setRange(1, 64)
@@ -98,18 +120,21 @@ class ModelSection(QGroupBox):
         self.objects.toggled.connect(lambda on: self.classes.setEnabled(not on))
         self.new_button = QPushButton("New model")
         self.new_button.clicked.connect(self.new_model)
-        new = QHBoxLayout()
-        new.addWidget(QLabel("channels"))
-        new.addWidget(self.channels)
-        new.addWidget(QLabel("classes"))
-        new.addWidget(self.classes)
-        new.addWidget(self.objects)
-        new.addWidget(self.new_button)
+        new = narrow_form()
+        new.addRow("channels", self.channels)
+        new.addRow("classes", self.classes)
+        make = QHBoxLayout()
+        make.addWidget(self.objects)
+        make.addWidget(self.new_button)
+        new.addRow(make)
 
+        self.details.add(self.info)
+        self.details.add(new)
         layout = QVBoxLayout(self)
-        layout.addWidget(self.info)
+        compact(layout)
+        layout.addWidget(self.summary)
         layout.addLayout(files)
-        layout.addLayout(new)
+        layout.addWidget(self.details)
 
         session.changed.connect(self.show_model)
         session.busy_changed.connect(self._busy)
@@ -118,9 +143,27 @@ class ModelSection(QGroupBox):
     # ------------------------------------------------------------------ display
 
     def show_model(self, segmenter: Any = None) -> None:
+        """Show the session's model as it is now, and set the new-model controls to match."""
         segmenter = self.session.segmenter
-        self.info.setText(NO_MODEL if segmenter is None else segmenter.describe())
+        training = self.session.busy == "training"
         self.save_button.setEnabled(segmenter is not None and not self.session.busy)
+        if segmenter is None:
+            self.summary.setText(TRAINING.capitalize() if training else NO_MODEL)
+            self.info.setText(self.summary.text())
+            return
+        lines = segmenter.describe().splitlines()
+        if training:
+            lines = [
+                TRAINING if line.startswith(("trained", "not trained yet")) else line
+                for line in lines
+            ]
+        self.info.setText("\n".join(lines))
+        self.summary.setText(summarise(segmenter, lines))
+        config = segmenter.config
+        self.channels.setValue(int(config.in_channels))
+        self.objects.setChecked(segmenter.is_objects)
+        if not segmenter.is_objects:
+            self.classes.setValue(int(config.n_classes))
 
     def _busy(self, busy: str) -> None:
         for button in (self.load_button, self.new_button):

@@ -6,23 +6,23 @@ from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import (
     QCheckBox,
-    QComboBox,
-    QFormLayout,
+    QLabel,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
-from napari_unetseg.core.config import PredictConfig
-
-from ._common import note_label, start_worker
+from ._common import Fold, compact, narrow_combo, narrow_form, note_label, start_worker
 from ._job_section import JobSection
 from ._layers import (
     find_layer,
     image_axes,
     image_data,
+    object_colormap,
+    painting_for,
     put_labels,
     put_probabilities,
+    result_colormap,
     result_name,
     spatial_shape,
 )
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from ._session import Session
 
 ALL_PLANES, VISIBLE_PLANE = "all planes", "visible plane only (quick preview)"
+#: PredictConfig's default tile size (kept here so that docking does not import the core).
+DEFAULT_TILE_SIZE = 576
 
 
 class SegmentSection(JobSection):
@@ -56,10 +58,10 @@ class SegmentSection(JobSection):
         self.tile_size = QSpinBox()
         self.tile_size.setRange(128, 4096)
         self.tile_size.setSingleStep(64)
-        self.tile_size.setValue(PredictConfig().tile_size)
+        self.tile_size.setValue(DEFAULT_TILE_SIZE)
         self.tile_size.setSuffix(" px")
         self.tile_size.setToolTip("Large images are segmented in overlapping tiles of this size.")
-        self.planes = QComboBox()
+        self.planes = narrow_combo()
         self.planes.addItems([ALL_PLANES, VISIBLE_PLANE])
         self.planes.setToolTip("For stacks: every plane, or only the one on screen.")
         self.device = note_label("checking…")
@@ -68,14 +70,20 @@ class SegmentSection(JobSection):
         self.start_button.clicked.connect(lambda: self.run())
         self.stop_button.clicked.connect(self.cancel)
 
-        form = QFormLayout()
+        self.planes_label = QLabel("stacks")
+        form = narrow_form()
         form.addRow("image", self.image_picker)
-        form.addRow("tile size", self.tile_size)
-        form.addRow("stacks", self.planes)
-        form.addRow("device", self.device)
+        form.addRow(self.planes_label, self.planes)
+        advanced = narrow_form()
+        advanced.addRow(self.probabilities)
+        advanced.addRow("tile size", self.tile_size)
+        advanced.addRow("device", self.device)
+        self.advanced = Fold("Advanced")
+        self.advanced.add(advanced)
         layout = QVBoxLayout(self)
+        compact(layout)
         layout.addLayout(form)
-        layout.addWidget(self.probabilities)
+        layout.addWidget(self.advanced)
         layout.addLayout(self.buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
@@ -83,7 +91,10 @@ class SegmentSection(JobSection):
 
     def _image_changed(self, *_: Any) -> None:
         image = self.image_picker.layer()
-        self.planes.setEnabled(image is not None and len(spatial_shape(image)) > 2)
+        stack = image is not None and len(spatial_shape(image)) > 2
+        self.planes.setEnabled(stack)
+        for widget in (self.planes_label, self.planes):  # the row shows for stacks only
+            widget.setVisible(stack)
 
     def run(self, image: Any = None) -> Any:
         """Segment ``image`` (default: the chosen layer) in a worker; returns the worker or None."""
@@ -121,7 +132,12 @@ class SegmentSection(JobSection):
             return None
         if self.planes.currentText() == VISIBLE_PLANE and layout.stack_shape:
             planes = [visible_stack_index(self.viewer, image, layout.axes)]
-        self._job = {"image": image, "planes": planes, "objects": segmenter.is_objects}
+        self._job = {
+            "image": image,
+            "planes": planes,
+            "objects": segmenter.is_objects,
+            "colors": self._colors(segmenter, image),
+        }
         cancel = self.begin(f"Segmenting '{image.name}'…")
         from ._jobs import segment_job
 
@@ -165,7 +181,13 @@ class SegmentSection(JobSection):
         if image is None or find_layer(self.viewer, image.name) is None:
             return
         if prediction.labels is not None:
-            layer = put_labels(self.viewer, image, prediction.labels, planes=self._job["planes"])
+            layer = put_labels(
+                self.viewer,
+                image,
+                prediction.labels,
+                planes=self._job["planes"],
+                colormap=self._job["colors"],
+            )
             found = int(layer.data.max()) if self._job["objects"] else None
             extra = f": {found} objects" if found is not None else ""
             self.status.setText(f"Done{extra}. Result in the layer '{result_name(image)}'.")
@@ -173,6 +195,12 @@ class SegmentSection(JobSection):
             put_probabilities(self.viewer, image, prediction.probabilities, self._job["objects"])
         self.progress.setValue(1000)
 
+    def _colors(self, segmenter: Any, image: Any) -> Any:
+        """Objects in a palette; classes in their colours in the painting of this image."""
+        if segmenter.is_objects:
+            return object_colormap()
+        mode = str((segmenter.config.training or {}).get("mode", "sparse"))
+        return result_colormap(painting_for(self.viewer, image), mode, segmenter.config.n_classes)
+
     def _on_error(self, error: BaseException) -> None:
-        self.status.setText("Segmentation failed; see the message.")
-        report_exception(error, "Segmentation")
+        self.status.setText(report_exception(error, "Segmentation failed"))

@@ -9,9 +9,7 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QDoubleSpinBox,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
     QSpinBox,
@@ -19,7 +17,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._common import format_seconds, start_worker
+from ._common import (
+    Fold,
+    compact,
+    format_seconds,
+    narrow_combo,
+    narrow_form,
+    start_worker,
+    tall_screen,
+)
 from ._job_section import JobSection
 from ._layers import (
     find_layer,
@@ -28,6 +34,7 @@ from ._layers import (
     image_data,
     put_labels,
     put_labels_plane,
+    result_colormap,
     result_name,
     spatial_shape,
 )
@@ -77,25 +84,36 @@ class TrainSection(JobSection):
         self.image_picker = LayerPicker(viewer, Image, placeholder="(no image layer)")
         self.labels_picker = LayerPicker(viewer, Labels, placeholder="(no Labels layer)")
         self.image_picker.currentIndexChanged.connect(self._image_changed)
-        self.mode = QComboBox()
+        self.mode = narrow_combo()
         for number, (key, (text, meaning)) in enumerate(MODES.items()):
             self.mode.addItem(text, key)
             self.mode.setItemData(number, meaning, Qt.ItemDataRole.ToolTipRole)
         self.mode.setToolTip("How the labels were painted; hover over a choice for its meaning.")
-        self.loss = QComboBox()
-        self.loss.addItems(LOSSES)
-        self.loss.setToolTip("auto: BCE + Dice for two classes, cross-entropy + Dice for more.")
         self.budget = QSpinBox()
         self.budget.setRange(1, 100_000)
         self.budget.setValue(60)
-        self.budget_unit = QComboBox()
+        self.budget_unit = narrow_combo(7)
         self.budget_unit.addItems(["seconds", "epochs"])
         self.budget_unit.currentTextChanged.connect(
             lambda unit: self.budget.setValue(self._default_seconds() if unit == "seconds" else 20)
         )
-        budget = QHBoxLayout()
-        budget.addWidget(self.budget)
-        budget.addWidget(self.budget_unit)
+        budget = QWidget()  # a widget, not a bare layout: the form then sees its true minimum
+        budget_row = QHBoxLayout(budget)
+        budget_row.setContentsMargins(0, 0, 0, 0)
+        budget_row.addWidget(self.budget, 1)
+        budget_row.addWidget(self.budget_unit, 1)
+        self.start_from = narrow_combo()
+        self.start_from.addItems([SCRATCH, FINE_TUNE])
+        self.live_preview = QCheckBox("preview the visible plane")
+        self.live_preview.setToolTip(
+            "After each epoch, segment the plane on screen into '<image> segmentation'."
+        )
+        self.live_preview.setChecked(True)
+
+        # advanced: fold away
+        self.loss = narrow_combo(8)
+        self.loss.addItems(LOSSES)
+        self.loss.setToolTip("auto: BCE + Dice for two classes, cross-entropy + Dice for more.")
         self.learning_rate = QDoubleSpinBox()
         self.learning_rate.setDecimals(4)
         self.learning_rate.setRange(0.0001, 0.5)
@@ -108,9 +126,15 @@ class TrainSection(JobSection):
         self.validation.setToolTip(
             "Share of the painted pixels held out to measure validation Dice."
         )
-        self.start_from = QComboBox()
-        self.start_from.addItems([SCRATCH, FINE_TUNE])
-        self.network = QComboBox()
+        self.base_width = QSpinBox()
+        self.base_width.setRange(4, 128)
+        self.base_width.setValue(16)
+        self.base_width.setToolTip("Channels of the first level of a new model (doubling below).")
+        self.depth_box = QSpinBox()
+        self.depth_box.setRange(2, 6)
+        self.depth_box.setValue(4)
+        self.depth_box.setToolTip("Levels of a new model: deeper sees more context, trains slower.")
+        self.network = narrow_combo()
         for dims, text in NETWORKS.items():
             self.network.addItem(text, dims)
         self.network.setToolTip(
@@ -118,8 +142,6 @@ class TrainSection(JobSection):
             "painted ones) or 2-D (each plane alone). Single images always use 2-D."
         )
         self.network.currentIndexChanged.connect(self._network_changed)
-        self.live_preview = QCheckBox("preview the visible plane after each epoch")
-        self.live_preview.setChecked(True)
 
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
@@ -129,26 +151,38 @@ class TrainSection(JobSection):
 
         self.plot = LossPlot()
 
-        form = QFormLayout()
+        form = narrow_form()
         form.addRow("image", self.image_picker)
         form.addRow("painted labels", self.labels_picker)
         form.addRow("painting", self.mode)
-        form.addRow("loss", self.loss)
         form.addRow("stop after", budget)
-        rates = QHBoxLayout()
-        rates.addWidget(self.learning_rate)
-        rates.addWidget(QLabel("validation share"))
-        rates.addWidget(self.validation)
-        form.addRow("learning rate", rates)
         form.addRow("start from", self.start_from)
-        form.addRow("network", self.network)
+        self.network_label = QLabel("network")
+        form.addRow(self.network_label, self.network)
+        advanced = narrow_form()
+        advanced.addRow("loss", self.loss)
+        advanced.addRow("learning rate", self.learning_rate)
+        advanced.addRow("validation share", self.validation)
+        advanced.addRow("base width (new model)", self.base_width)
+        advanced.addRow("depth (new model)", self.depth_box)
+        self.advanced = Fold("Advanced")
+        self.advanced.add(advanced)
+        self.plot_fold = Fold("Loss and validation Dice", expanded=tall_screen())
+        self.plot_fold.add(self.plot)
         layout = QVBoxLayout(self)
+        compact(layout)
         layout.addLayout(form)
         layout.addWidget(self.live_preview)
+        layout.addWidget(self.advanced)
+        from ._live import add_live_toggle
+
+        self.live = add_live_toggle(self)
         layout.addLayout(self.buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
-        layout.addWidget(self.plot)
+        layout.addWidget(self.plot_fold)
+        session.changed.connect(self._follow_model)
+        self._follow_model()
         viewer.layers.events.inserted.connect(self._image_changed)
         self._image_changed()
 
@@ -157,7 +191,10 @@ class TrainSection(JobSection):
     def _image_changed(self, *_: Any) -> None:
         """Choose a Labels layer that fits the image, preferring one that is not a result."""
         image = self.image_picker.layer()
-        self.network.setEnabled(image is not None and self.network_choices(image) == (2, 3))
+        stack = image is not None and self.network_choices(image) == (2, 3)
+        self.network.setEnabled(stack)
+        for widget in (self.network_label, self.network):  # the row shows for stacks only
+            widget.setVisible(stack)
         self._network_changed()
         if image is None or self.session.busy == "training":
             return
@@ -179,7 +216,14 @@ class TrainSection(JobSection):
     def _busy(self, busy: str) -> None:
         super()._busy(busy)
         training = busy == self.job_name
-        for widget in (self.image_picker, self.labels_picker, self.mode, self.start_from):
+        for widget in (
+            self.image_picker,
+            self.labels_picker,
+            self.mode,
+            self.start_from,
+            self.base_width,
+            self.depth_box,
+        ):
             widget.setEnabled(not training)
         image = self.image_picker.layer()
         self.network.setEnabled(
@@ -206,6 +250,14 @@ class TrainSection(JobSection):
             return 2
         return int(self.network.currentData())
 
+    def _follow_model(self, *_: Any) -> None:
+        """A new model from scratch keeps the size of the current one unless changed here."""
+        current = self.session.segmenter
+        if current is None or self.session.busy or current.config.origin != "native":
+            return
+        self.base_width.setValue(int(current.config.encoder_channels[0]))
+        self.depth_box.setValue(int(current.config.depth))
+
     # ------------------------------------------------------------------ settings
 
     def settings(self) -> dict[str, Any]:
@@ -223,8 +275,11 @@ class TrainSection(JobSection):
 
     # ------------------------------------------------------------------ start / stop
 
-    def start(self) -> Any:
-        """Check the inputs, then train in a worker thread; returns the worker (or None)."""
+    def start(self, live: bool = False) -> Any:
+        """Check the inputs, then train in a worker thread; returns the worker (or None).
+
+        ``live``: train until stopped, learning strokes painted meanwhile (see ``_live``).
+        """
         from ._jobs import NewModel, train_job
 
         if self.another_job_runs():
@@ -258,15 +313,12 @@ class TrainSection(JobSection):
             return None
         new_model = None
         if scratch:
-            width, depth = 16, 4
-            if current is not None and current.config.origin == "native":
-                width, depth = current.config.encoder_channels[0], current.config.depth
             dims = self.spatial_dims(image)
             voxel = tuple(float(v) for v in image.scale[-3:]) if dims == 3 else None
             new_model = NewModel(
                 in_channels=image_channels(image),
-                base_width=width,
-                depth=depth,
+                base_width=int(self.base_width.value()),
+                depth=int(self.depth_box.value()),
                 spatial_dims=dims,
                 voxel_size=voxel,
             )
@@ -281,14 +333,23 @@ class TrainSection(JobSection):
 
         axes = image_axes(image)
         self._preview_plane = None
-        if self.live_preview.isChecked() and labels_layer.name != result_name(image):
+        self._painting = labels_layer
+        self._mode = str(settings["mode"])
+        self._new_model = None
+        if (live or self.live_preview.isChecked()) and labels_layer.name != result_name(image):
             self._prepare_preview(image, axes, current if not scratch else None)
         self._image = image
         self.history = None
+        self._paint_note = ""
         self._steps_per_epoch = int(settings.get("steps_per_epoch", 25))
-        self.plot.clear()
         stop = self.begin("Checking the painting…")
-        painted = np.array(labels_layer.data, copy=True)  # the painted layer is never written to
+        painted: Any = np.array(labels_layer.data, copy=True)  # the layer is never written to
+        live_options: dict[str, Any] = {}
+        if live:
+            from ._live import LIVE_PREVIEW_SECONDS, live_feed
+
+            painted, live_options = live_feed(self, image, labels_layer, axes)
+            live_options["preview_every"] = LIVE_PREVIEW_SECONDS
         self.worker = start_worker(
             train_job,
             None if scratch else current,
@@ -298,13 +359,17 @@ class TrainSection(JobSection):
             settings,
             axes,
             stop,
-            self._preview_plane,
+            live_options.pop("preview_plane", self._preview_plane),
+            **live_options,
             connect={
                 "yielded": self._on_event,
                 "errored": self._on_error,
                 "finished": self._on_finished,
             },
         )
+        if live:
+            self.worker.finished.connect(painted.close)
+            self.viewer.layers.selection.active = labels_layer  # keep painting, not the result
         return self.worker
 
     def _prepare_preview(self, image: Any, axes: str | None, model: Any) -> None:
@@ -320,10 +385,28 @@ class TrainSection(JobSection):
         except UnetSegError:
             return  # the worker reports the same problem with the training inputs
         self._preview_plane = visible_stack_index(self.viewer, image, layout.axes)
+        self._colors = self._result_colors(model)
         self._preview_shape = layout.output_shape
         existing = find_layer(self.viewer, result_name(image))
         if existing is None or existing.data.shape != layout.output_shape:
-            put_labels(self.viewer, image, np.zeros(layout.output_shape, np.uint8))
+            put_labels(
+                self.viewer, image, np.zeros(layout.output_shape, np.uint8), colormap=self._colors
+            )
+
+    def _result_colors(self, model: Any) -> Any:
+        """The preview's colours: each class in its colour in the painting (objects: a palette)."""
+        from ._jobs import classes_needed
+        from ._layers import object_colormap
+
+        if (model is not None and model.is_objects) or self._mode.startswith("objects"):
+            return object_colormap()
+        painted = self._painting.data if self._painting is not None else np.zeros(1, np.uint8)
+        n_classes = (
+            model.config.n_classes
+            if model is not None
+            else classes_needed(np.asarray(painted), self._mode)
+        )
+        return result_colormap(self._painting, self._mode, n_classes)
 
     def stop(self) -> None:
         """Ask training to end after the current step; the best weights are kept."""
@@ -332,11 +415,19 @@ class TrainSection(JobSection):
     # ------------------------------------------------------------------ events (main thread)
 
     def _on_event(self, event: Any) -> None:
-        from napari_unetseg.core import EpochDone, StepDone, TrainingDone, TrainingStarted
+        from napari_unetseg.core import (
+            EpochDone,
+            PaintUpdated,
+            StepDone,
+            TrainingDone,
+            TrainingStarted,
+        )
 
         from ._jobs import ModelCreated, Preview
 
         if isinstance(event, StepDone):
+            if self._new_model is not None:  # it has learnt: it becomes the current model
+                self.session.segmenter, self._new_model = self._new_model, None
             self.plot.add_step(event.step / self._steps_per_epoch, event.loss)
             now = time.monotonic()
             if now - self._last_draw >= REDRAW_INTERVAL:
@@ -345,7 +436,13 @@ class TrainSection(JobSection):
                 self.status.setText(
                     f"epoch {event.epoch} · step {event.step} · loss {event.loss:.3f} · "
                     f"{format_seconds(event.elapsed)} elapsed, "
-                    f"{format_seconds(event.remaining)} left" + self._best_text()
+                    + (
+                        f"{format_seconds(event.remaining)} left"
+                        if event.remaining is not None
+                        else "live until stopped"
+                    )
+                    + self._best_text()
+                    + self._paint_note
                 )
                 self.plot.redraw()
         elif isinstance(event, EpochDone):
@@ -356,12 +453,23 @@ class TrainSection(JobSection):
             self.plot.redraw()
         elif isinstance(event, Preview) and self._image is not None:
             put_labels_plane(
-                self.viewer, self._image, event.index, event.labels, self._preview_shape
+                self.viewer,
+                self._image,
+                event.index,
+                event.labels,
+                self._preview_shape,
+                colormap=self._colors,
             )
+        elif isinstance(event, PaintUpdated):
+            from ._live import paint_update_text
+
+            self._paint_note = paint_update_text(event)
+            self.status.setText(self._paint_note.lstrip(" ·"))
         elif isinstance(event, ModelCreated):
-            self.session.segmenter = event.segmenter
+            self._new_model = event.segmenter  # current only after its first step
         elif isinstance(event, TrainingStarted):
             self._best = None
+            self.plot.clear()  # the inputs passed their checks: a new curve begins
             held = (
                 f", {event.validation_pixels:,} held out for validation"
                 if event.validation_pixels
@@ -372,7 +480,7 @@ class TrainSection(JobSection):
                 if event.validation_note
                 else ""
             )
-            model = self.session.segmenter
+            model = self._new_model or self.session.segmenter  # a new one is current later
             kind = "3-D U-Net" if model is not None and model.is_3d else "2-D U-Net"
             self.status.setText(
                 f"Training a {kind} on {event.device}: {event.train_pixels:,} painted pixels"
@@ -406,6 +514,11 @@ class TrainSection(JobSection):
                 show_warning(f"Training: {warning}")
 
     _best: float | None = None
+    _new_model: Any = None
+    _colors: Any = None
+    _painting: Any = None
+    _mode = "sparse"
+    _paint_note = ""  # live mode: the last paint picked up
 
     def _best_text(self) -> str:
         return f" · best validation Dice {self._best:.3f}" if self._best is not None else ""
@@ -415,10 +528,10 @@ class TrainSection(JobSection):
             self.progress.setValue(int(1000 * elapsed / max(elapsed + remaining, 1e-9)))
 
     def _on_error(self, error: BaseException) -> None:
-        self.status.setText("Training did not run; see the message.")
-        report_exception(error, "Training")
+        self.status.setText(report_exception(error, "Training did not run"))
 
     def _on_finished(self) -> None:
+        self._new_model = None  # never stepped: the current model stays as it was
         super()._on_finished()
         if self.history is not None and self.history.steps > 0:
             self.start_from.setCurrentText(FINE_TUNE)

@@ -30,10 +30,12 @@ _EXPORTS = {
     "PredictProgress": "predict",
     "Segmenter": "segmenter",
     "EpochDone": "train",
+    "PaintUpdated": "train",
     "StepDone": "train",
     "TrainingDone": "train",
     "TrainingHistory": "train",
     "TrainingStarted": "train",
+    "PaintSuggestion": "uncertainty",
 }
 
 __all__ = [
@@ -42,6 +44,8 @@ __all__ = [
     "InputError",
     "ModelConfig",
     "NormalizationConfig",
+    "PaintSuggestion",
+    "PaintUpdated",
     "PredictConfig",
     "PredictProgress",
     "Prediction",
@@ -72,7 +76,15 @@ if TYPE_CHECKING:
     )
     from .predict import Prediction, PredictProgress
     from .segmenter import Segmenter
-    from .train import EpochDone, StepDone, TrainingDone, TrainingHistory, TrainingStarted
+    from .train import (
+        EpochDone,
+        PaintUpdated,
+        StepDone,
+        TrainingDone,
+        TrainingHistory,
+        TrainingStarted,
+    )
+    from .uncertainty import PaintSuggestion
 
 
 def __getattr__(name: str) -> Any:

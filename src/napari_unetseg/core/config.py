@@ -512,7 +512,9 @@ class TrainConfig:
 
     Training stops after ``max_seconds`` or ``max_epochs``, whichever comes first, and keeps
     the weights with the best validation Dice from the second half of the run (the last
-    weights when too little paint can be held out to validate). ``threads=None`` lets the
+    weights when too little paint can be held out to validate). ``max_seconds`` covers the
+    final validation and the class-share correction too, timed from the first step's
+    set-up; a step already begun is finished. ``threads=None`` lets the
     loop choose torch's CPU thread count from measured step times, which keeps it fast
     when another program keeps a core busy. ``normalization=None`` keeps the model's own
     (percentile for a new model); a value given here is stored with the model.
@@ -622,6 +624,8 @@ class PredictConfig:
     ``tile_size`` is rounded down to a multiple of the network's minimum size; tiles overlap by
     ``overlap`` pixels on each side (at most a quarter of the tile) and are blended with a
     smooth ramp, so no seams show.
+    ``threads=None`` lets a long prediction on the CPU move to fewer threads when another
+    process keeps a core busy, as training does (:mod:`napari_unetseg.core.threads`).
     ``precision="auto"`` uses bfloat16 on CPUs with native bfloat16 support and bfloat16 or
     float16 on CUDA, float32 elsewhere; the lower precision is kept only where it agrees
     with float32 on the model's first tile (:mod:`napari_unetseg.core.precision`).
@@ -637,6 +641,7 @@ class PredictConfig:
     channels_last: bool = True
     min_object_size: int = 15
     volume_tile_size: tuple[int, ...] = (32, 128, 128)
+    threads: int | None = None
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> PredictConfig:
@@ -660,6 +665,10 @@ class PredictConfig:
             and all(32 <= s <= 2048 for s in self.volume_tile_size[1:]),
             "volume_tile_size is (z, y, x) for 3-D models: z 1..1024 planes, y and x 32..2048 "
             f"px; got {self.volume_tile_size}.",
+        )
+        _check(
+            self.threads is None or self.threads >= 1,
+            f"threads must be None (chosen while predicting) or at least 1, got {self.threads}.",
         )
 
     def replace(self, **changes: Any) -> PredictConfig:

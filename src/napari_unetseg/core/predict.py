@@ -24,6 +24,7 @@ import functools
 import itertools
 import math
 import threading
+import time
 import weakref
 from collections.abc import Callable, Generator, Hashable, Iterator
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ from .layout import ImageLayout, PlaneView
 from .model import Up, pad_to_match
 from .normalization import Normalizer, check_finite, fit_normalizer
 from .objects import objects_from_probabilities
+from .threads import ThreadTuner
+from .uncertainty import entropy_from_probabilities
 
 # --------------------------------------------------------------------------- tiling
 
@@ -717,6 +720,8 @@ class Prediction:
 
     probabilities: np.ndarray | Any | None
     labels: np.ndarray | Any | None
+    #: Normalised entropy in [0, 1], the image's spatial shape (see ``core.uncertainty``).
+    uncertainty: np.ndarray | Any | None = None
 
 
 def _is_lazy(image: Any, layout: ImageLayout) -> bool:
@@ -764,6 +769,8 @@ def predict_iter(
     normalizer: Normalizer | None = None,
     rows: tuple[int, int] | None = None,
     network: nn.Module | None = None,
+    want_uncertainty: bool = False,
+    out_uncertainty: Any = None,
 ) -> Generator[PredictProgress, None, Prediction]:
     """Predict every plane (or the given stack indices); yields progress, returns the result.
 
@@ -776,6 +783,9 @@ def predict_iter(
     ``normalizer``: statistics fitted beforehand (by default, on this image). ``rows``:
     compute only these rows of each plane (see :func:`predict_plane_iter`), for a class
     model writing into ``out_labels`` / ``out_probabilities``; other rows are not written.
+
+    ``want_uncertainty`` adds the normalised entropy of each pixel's probabilities, made in
+    the same pass (into ``out_uncertainty`` when given).
 
     ``network`` is the inference copy to run (default: :func:`cached_inference_network`);
     ``model`` itself is never switched to eval mode when a copy runs, so a prediction does
@@ -827,12 +837,23 @@ def predict_iter(
     elif want_labels:
         labels_out = np.zeros(layout.output_shape, label_dtype)
     given_labels = out_labels is not None and labels_out is out_labels
+    uncertainty_out: Any = None
+    if out_uncertainty is not None and want_uncertainty:
+        check_out(out_uncertainty, image, layout.output_shape, "f", "uncertainty")
+        uncertainty_out = out_uncertainty
+    elif want_uncertainty:
+        uncertainty_out = np.zeros(layout.output_shape, np.float32)
     lazy = _is_lazy(image, layout)
     next_id = 0
     done_before = 0
     if network is None:
         network = cached_inference_network(model, device, dtype, config.channels_last)
-    with eval_mode(network):
+    tuner = (
+        ThreadTuner(config.threads, window=2, first_exploration=0.0)
+        if device.type == "cpu"
+        else None
+    )
+    with eval_mode(network), _restoring(tuner):
         for number, index in enumerate(indices):
             where = f"plane {index}" if index else "the image"
             raw: np.ndarray | PlaneView
@@ -863,7 +884,12 @@ def predict_iter(
                 if labels_out is not None and not objects:
                     classes = classes_from_probabilities(values)
                     labels_out[(*index, slice(y0, y1), slice(None))] = classes
+                if uncertainty_out is not None:
+                    uncertainty_out[(*index, slice(y0, y1), slice(None))] = (
+                        entropy_from_probabilities(values)
+                    )
 
+            timer = _BatchTimer(tuner)
             for done in predict_plane_iter(
                 network,
                 raw,
@@ -877,7 +903,9 @@ def predict_iter(
                 where,
                 rows,
             ):
+                timer.finished(done)
                 yield PredictProgress(done_before + done, total_tiles, number, len(indices))
+                timer.resume()
             done_before += tiling.n_tiles
             if labels_out is not None and objects:
                 source = plane_probs
@@ -894,7 +922,36 @@ def predict_iter(
                 next_id += int(ids.max())
     if labels_out is not None and objects and not given_labels:
         labels_out = labels_out.astype(smallest_uint_dtype(next_id), copy=False)
-    return Prediction(probabilities=probs_out, labels=labels_out)
+    return Prediction(probabilities=probs_out, labels=labels_out, uncertainty=uncertainty_out)
+
+
+class _BatchTimer:
+    """Times each batch of tiles for the thread tuner, leaving out the caller's own time."""
+
+    def __init__(self, tuner: ThreadTuner | None) -> None:
+        self.tuner = tuner
+        self.tiles_done = 0
+        self.resume()
+
+    def resume(self) -> None:
+        if self.tuner is not None:
+            self.tuner.before_step()
+        self.began = time.perf_counter()
+
+    def finished(self, tiles_done: int) -> None:
+        if self.tuner is not None:
+            tiles = max(1, tiles_done - self.tiles_done)
+            self.tuner.after_step((time.perf_counter() - self.began) / tiles)
+        self.tiles_done = tiles_done
+
+
+@contextlib.contextmanager
+def _restoring(tuner: ThreadTuner | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if tuner is not None:
+            tuner.restore()
 
 
 def run_to_end(

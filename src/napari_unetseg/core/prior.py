@@ -50,14 +50,19 @@ def class_shares_em(
 MAX_VOLUME_CROP = (32, 128, 128)
 
 
+def _crop_sides(plane: TrainingPlane) -> list[int]:
+    shape = plane.image.shape[1:]
+    limits = MAX_VOLUME_CROP if len(shape) == 3 else (MAX_CROP, MAX_CROP)
+    return [min(n, limit) for n, limit in zip(shape, limits, strict=True)]
+
+
 def _crops(plane: TrainingPlane, rng: np.random.Generator) -> list[np.ndarray]:
     """The whole plane (or volume) when it is small, else four random crops of at most
     MAX_CROP px (MAX_VOLUME_CROP voxels)."""
     shape = plane.image.shape[1:]
-    limits = MAX_VOLUME_CROP if len(shape) == 3 else (MAX_CROP, MAX_CROP)
-    if all(n <= limit for n, limit in zip(shape, limits, strict=True)):
+    sides = _crop_sides(plane)
+    if list(shape) == sides:
         return [plane.image]
-    sides = [min(n, limit) for n, limit in zip(shape, limits, strict=True)]
     crops = []
     for _ in range(4):
         starts = [int(rng.integers(0, n - side + 1)) for n, side in zip(shape, sides, strict=True)]
@@ -66,19 +71,33 @@ def _crops(plane: TrainingPlane, rng: np.random.Generator) -> list[np.ndarray]:
     return crops
 
 
+def estimate_pixels(planes: list[TrainingPlane]) -> int:
+    """How many pixels :func:`class_share_shift` predicts: to budget its time ahead."""
+    total = 0
+    for plane in planes:
+        sides = _crop_sides(plane)
+        whole = sides == list(plane.image.shape[1:])
+        total += int(np.prod(sides)) * (1 if whole else 4)
+    return total
+
+
 def predicted_probabilities(
     model: nn.Module,
     planes: list[TrainingPlane],
     min_size: int | tuple[int, ...],
     device: torch.device,
     rng: np.random.Generator,
+    autocast_dtype: torch.dtype | None = None,
 ) -> np.ndarray:
     """Softmax (or sigmoid) outputs on the training planes, as (pixels, classes).
 
     ``min_size``: the multiple of each input side (one number, or one per spatial axis).
     """
     found = []
-    with torch.inference_mode():
+    with (
+        torch.inference_mode(),
+        torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None),
+    ):
         for plane in planes:
             for crop in _crops(plane, rng):
                 shape = crop.shape[1:]
@@ -117,6 +136,7 @@ def class_share_shift(
     min_size: int | tuple[int, ...],
     device: torch.device,
     rng: np.random.Generator,
+    autocast_dtype: torch.dtype | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The image's class shares and the output-bias shift that applies them.
 
@@ -129,7 +149,9 @@ def class_share_shift(
     was_training = model.training
     model.eval()
     try:
-        probabilities = predicted_probabilities(model, planes, min_size, device, rng)
+        probabilities = predicted_probabilities(
+            model, planes, min_size, device, rng, autocast_dtype
+        )
     finally:
         model.train(was_training)
     n = probabilities.shape[1]

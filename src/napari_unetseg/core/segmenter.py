@@ -36,9 +36,28 @@ from .predict import (
     run_to_end,
 )
 from .resources import check_memory, parameter_bytes, training_bytes
-from .train import TrainingEvent, TrainingHistory, consume, prepare_planes
+from .train import (
+    TrainingEvent,
+    TrainingHistory,
+    TrainingPlane,
+    consume,
+    prepare_planes,
+    wants_bar,
+)
 from .train import train_iter as _train_iter
+from .uncertainty import PaintSuggestion, suggest_regions
 from .weights import load_weights, save_weights
+
+
+def _same_paint(a: Any, b: Any) -> bool:
+    """True when two labels arrays (or lists of them) hold the same paint."""
+    if a is b:
+        return True  # the painting's source handed back the same copy
+    first, second = (list(x) if isinstance(x, list | tuple) else [x] for x in (a, b))
+    return len(first) == len(second) and all(
+        np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(first, second, strict=True)
+    )
+
 
 _SMALLER_MODEL = (
     "Choose a smaller base_width (the default 16 suits most images; each doubling needs four "
@@ -65,6 +84,8 @@ class Segmenter:
         self.device = select_device(device)
         self.model = model.to(self.device).eval()
         self.source: Path | None = None
+        #: True once training has changed the weights read from or written to ``source``.
+        self.changed_since_saved = False
         # Held while a training step changes the weights, and while a prediction copies them
         # or a save reads them: a Segmenter may be shared between threads.
         self._lock = threading.RLock()
@@ -155,6 +176,7 @@ class Segmenter:
         loaded = load_weights(path, trust_code=trust_code)
         segmenter = cls(loaded.model, loaded.config, device)
         segmenter.source = loaded.path
+        segmenter.changed_since_saved = False
         return segmenter
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -162,6 +184,7 @@ class Segmenter:
         with self._lock:
             saved = save_weights(path, self.model, self.config)
         self.source = saved
+        self.changed_since_saved = False
         return saved
 
     def export(
@@ -236,15 +259,24 @@ class Segmenter:
         t = c.training
         if t:
             dice = t.get("best_validation_dice")
+            runs = int(t.get("runs", 1))
+            total = t.get("total_steps", t.get("steps"))
+            done = (
+                f"{total} steps in {runs} runs (the last: {t.get('steps')} steps in "
+                f"{t.get('seconds')} s)"
+                if runs > 1
+                else f"{total} steps in {t.get('seconds')} s"
+            )
             lines.append(
-                f"trained: {t.get('mode')} labels, {t.get('steps')} steps in {t.get('seconds')} s"
+                f"trained: {t.get('mode')} labels, {done}"
                 + (f", validation Dice {dice:.3f}" if isinstance(dice, float) else "")
             )
         else:
             lines.append("not trained yet" if c.origin == "native" else "trained elsewhere")
         lines.append(f"device: {describe_device(self.device)}")
         if self.source is not None:
-            lines.append(f"file: {self.source}")
+            changed = " (trained further since; not saved)" if self.changed_since_saved else ""
+            lines.append(f"file: {self.source}{changed}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -276,20 +308,48 @@ class Segmenter:
         *,
         axes: str | None = None,
         stop: threading.Event | None = None,
+        until_stopped: bool = False,
     ) -> Generator[TrainingEvent, None, TrainingHistory]:
         """Train on painted labels, yielding events; close the generator (or set ``stop``) to stop.
 
         ``image`` and ``labels`` may be lists of pairs. Inputs are checked before anything
         happens and are never modified. The best weights are kept when training ends.
+
+        Live painting: ``labels`` may be a callable that returns the current labels (an
+        array, or a list, as above). It is called once before training and again after
+        every epoch; when the paint has changed, training goes on with the new paint (the
+        weights and optimiser carry on) and a :class:`~napari_unetseg.core.train.PaintUpdated`
+        event says how many pixels it now learns from. Return a copy: the array must not
+        change while training reads it.
+
+        ``until_stopped=True`` ignores the time and epoch budget and trains until ``stop``
+        is set or the generator is closed, at a constant learning rate after a one-epoch
+        warm-up; the final weights are kept (the widget's live mode).
         """
         config = self._resolve_train_config(config)
         normalization = config.normalization or self.config.normalization
         if self.is_3d:
             from .volumes import prepare_volumes
 
-            planes = prepare_volumes(image, labels, self.config, config, normalization, axes)
+            prepare = prepare_volumes
         else:
-            planes = prepare_planes(image, labels, self.config, config, normalization, axes)
+            prepare = prepare_planes
+        paint_source = labels if callable(labels) else None
+        if paint_source is not None:
+            labels = paint_source()
+        planes = prepare(image, labels, self.config, config, normalization, axes)
+        refresh = None
+        if paint_source is not None:
+            last = [labels]
+
+            def refresh() -> list[TrainingPlane] | None:
+                current = paint_source()
+                if _same_paint(current, last[0]):
+                    return None
+                fresh = prepare(image, current, self.config, config, normalization, axes)
+                last[0] = current
+                return fresh
+
         device = self.device if config.device == "auto" else select_device(config.device)
         self._check_training_memory(planes, config, device)
         if device != self.device:
@@ -310,6 +370,7 @@ class Segmenter:
                 "total_steps": steps,
             }
             self.config = self.config.replace(normalization=normalization, training=summary)
+            self.changed_since_saved = True
 
         return self._one_step_at_a_time(
             _train_iter(
@@ -320,7 +381,9 @@ class Segmenter:
                 self.device,
                 stop=stop,
                 on_finish=record,
-                start_is_candidate=self.is_trained,
+                start_is_candidate=self.is_trained and not until_stopped,
+                refresh=refresh,
+                until_stopped=until_stopped,
             )
         )
 
@@ -381,10 +444,19 @@ class Segmenter:
         config: TrainConfig | None = None,
         *,
         axes: str | None = None,
-        progress: bool = True,
+        progress: bool | None = None,
     ) -> TrainingHistory:
-        """Train until the budget is spent (blocking) and return the history; see :meth:`train_iter`."""
-        return consume(self.train_iter(image, labels, config, axes=axes), progress_bar=progress)
+        """Train until the budget is spent (blocking) and return the history; see :meth:`train_iter`.
+
+        Parameters
+        ----------
+        progress
+            Show a tqdm progress bar on stderr: True always, False never, None (the default)
+            only when stderr is a terminal, so notebooks, batch jobs and logs stay quiet.
+        """
+        return consume(
+            self.train_iter(image, labels, config, axes=axes), progress_bar=wants_bar(progress)
+        )
 
     # ----------------------------------------------------------------- prediction
 
@@ -443,12 +515,16 @@ class Segmenter:
         planes: list[tuple[int, ...]] | None = None,
         out_probabilities: Any = None,
         out_labels: Any = None,
+        uncertainty: bool = False,
+        out_uncertainty: Any = None,
         **overrides: Any,
     ) -> Generator[PredictProgress, None, Prediction]:
         """Predict with progress events; the generator's return value is a :class:`Prediction`.
 
         ``out_probabilities`` / ``out_labels``: arrays to fill instead of new ones (see
-        :meth:`segment`).
+        :meth:`segment`). ``uncertainty=True`` adds :meth:`uncertainty`'s map to the result,
+        computed in the same tiled pass as the probabilities and labels
+        (``out_uncertainty``: a float array to fill).
         """
         config = self._predict_config(config, overrides)
         layout = resolve_layout(image, self.config.in_channels, axes)
@@ -484,6 +560,8 @@ class Segmenter:
             out_probabilities=out_probabilities,
             out_labels=out_labels,
             network=network,
+            want_uncertainty=uncertainty,
+            out_uncertainty=out_uncertainty,
         )
 
     def _predict_volume_iter(
@@ -537,6 +615,66 @@ class Segmenter:
         )
         assert result.probabilities is not None
         return result.probabilities
+
+    def uncertainty(
+        self,
+        image: Any,
+        *,
+        axes: str | None = None,
+        config: PredictConfig | None = None,
+        out: Any = None,
+        **overrides: Any,
+    ) -> np.ndarray | Any:
+        """How unsure the model is at each pixel: float32 in [0, 1], the image's spatial shape.
+
+        The normalised entropy of the class probabilities: 0 where one class is certain, 1
+        where all are equally likely (see :mod:`napari_unetseg.core.uncertainty`). To get
+        labels or probabilities from the same pass, use
+        ``predict_iter(image, uncertainty=True)``. ``out``: a float array of that shape
+        (numpy, zarr) to fill and return instead of a new one.
+
+        Examples
+        --------
+        >>> unsure = seg.uncertainty(image)  # doctest: +SKIP
+        >>> seg.suggest_where_to_paint(image, painted)[0].centre  # doctest: +SKIP
+        (412, 96)
+        """
+        result = run_to_end(
+            self.predict_iter(
+                image,
+                axes=axes,
+                config=config,
+                probabilities=False,
+                labels=False,
+                uncertainty=True,
+                out_uncertainty=out,
+                **overrides,
+            )
+        )
+        assert result.uncertainty is not None
+        return result.uncertainty
+
+    def suggest_where_to_paint(
+        self,
+        image: Any,
+        painted: Any = None,
+        *,
+        count: int = 5,
+        window: int = 64,
+        where: Any = None,
+        axes: str | None = None,
+        config: PredictConfig | None = None,
+        **overrides: Any,
+    ) -> list[PaintSuggestion]:
+        """The unpainted windows where the model is most unsure, most uncertain first.
+
+        A shortcut for :meth:`uncertainty` followed by
+        :func:`napari_unetseg.core.uncertainty.suggest_regions` (see there for ``count``,
+        ``window`` and ``where``). ``painted``: the painting so far, the image's spatial
+        shape; painted pixels count as certain.
+        """
+        unsure = self.uncertainty(image, axes=axes, config=config, **overrides)
+        return suggest_regions(unsure, painted, count=count, window=window, where=where)
 
     def segment(
         self,

@@ -15,8 +15,10 @@ import torch
 
 #: Steps timed per candidate when exploring (after one warm-up step).
 WINDOW = 4
-#: Seconds between explorations once a count is chosen; contention comes and goes.
+#: Seconds between explorations once a count is chosen; contention comes and goes. Each
+#: exploration that keeps the count doubles the wait, up to LONGEST_PERIOD.
 PERIOD = 15.0
+LONGEST_PERIOD = 60.0
 #: No exploration before this many seconds: short runs keep the count they started with.
 FIRST_EXPLORATION = 2.0
 
@@ -35,7 +37,13 @@ class ThreadTuner:
         *,
         clock: Callable[[], float] = time.perf_counter,
         set_threads: Callable[[int], None] = torch.set_num_threads,
+        window: int = WINDOW,
+        first_exploration: float = FIRST_EXPLORATION,
     ) -> None:
+        """``window`` steps are timed per candidate; the first exploration waits
+        ``first_exploration`` seconds (prediction, whose batches are few and long, looks at once)."""
+        self.window = window
+        self.first_exploration = first_exploration
         self.original = torch.get_num_threads()
         self.candidates = candidate_counts(threads or self.original)
         self.clock = clock
@@ -47,9 +55,11 @@ class ThreadTuner:
         self.queue: list[int] = []  # candidates still to time in this exploration
         self.timings: dict[int, list[float]] = {}
         self.switches = 0
-        self._active = self.current
-        if len(self.candidates) > 1:
+        self.period = PERIOD / 2  # doubled to PERIOD by the first exploration that keeps the count
+        self._active = self.original
+        if len(self.candidates) > 1 or self.current != self.original:
             self.set_threads(self.current)
+            self._active = self.current
 
     def before_step(self) -> None:
         if len(self.candidates) == 1:
@@ -57,11 +67,12 @@ class ThreadTuner:
         now = self.clock()
         if (
             not self.queue
-            and now - self.started >= FIRST_EXPLORATION
-            and now - self.last_exploration >= (PERIOD if self.timings else FIRST_EXPLORATION)
-            and len(self.recent) >= WINDOW
+            and now - self.started >= self.first_exploration
+            and now - self.last_exploration
+            >= (self.period if self.timings else self.first_exploration)
+            and len(self.recent) >= self.window
         ):
-            self.timings = {self.current: sorted(self.recent[-WINDOW:])}
+            self.timings = {self.current: sorted(self.recent[-self.window :])}
             self.queue = [c for c in self.candidates if c != self.current]
         wanted = self.queue[0] if self.queue else self.current
         if wanted != self._active:
@@ -72,12 +83,12 @@ class ThreadTuner:
         if len(self.candidates) == 1:
             return
         if not self.queue:
-            self.recent = [*self.recent[-(WINDOW - 1) :], seconds]
+            self.recent = [*self.recent[-(self.window - 1) :], seconds]
             return
         trying = self.queue[0]
         measured = self.timings.setdefault(trying, [])
         measured.append(seconds)
-        if len(measured) < WINDOW + 1:
+        if len(measured) < self.window + 1:
             return
         self.timings[trying] = sorted(measured[1:])  # the first step warms the new pool up
         self.queue.pop(0)
@@ -86,6 +97,9 @@ class ThreadTuner:
             if best != self.current:
                 self.switches += 1
                 self.current = best
+                self.period = PERIOD
+            else:
+                self.period = min(LONGEST_PERIOD, 2 * self.period)
             self.recent = []
             self.last_exploration = self.clock()
 

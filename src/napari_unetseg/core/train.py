@@ -21,18 +21,25 @@ from torch import nn
 from .allocator import in_a_job
 from .config import ModelConfig, TrainConfig
 from .devices import cpu_has_native_bfloat16
-from .errors import InputError
+from .errors import InputError, UnetSegError
 from .layout import resolve_layout
 from .losses import masked_loss, resolve_loss_name
 from .normalization import Normalizer, check_finite, fit_normalizer
-from .prior import class_share_shift, shift_output_bias
+from .prior import class_share_shift, estimate_pixels, shift_output_bias
 from .sampling import PatchSampler, TrainingPlane, augment
 from .targets import check_labels_dtype, check_painted_classes, make_targets
 from .threads import ThreadTuner
-from .validation import evaluate, split_validation, validation_regions
+from .validation import (
+    ValidationRegion,
+    ValidationSplit,
+    evaluate,
+    split_validation,
+    validation_regions,
+)
 
 __all__ = [
     "EpochDone",
+    "PaintUpdated",
     "StepDone",
     "TrainingDone",
     "TrainingHistory",
@@ -57,6 +64,9 @@ CROP_ABOVE_PIXELS = 4_000_000
 SHARES_TOLERANCE = 0.02
 #: The shares of the bias shift tried, largest first.
 SHARES_STEPS = (1.0, 0.5, 0.25)
+#: In the first part of a run, epochs are validated only while validation has taken less
+#: than this share of the time: those scores are shown, not used to choose weights.
+VALIDATION_TIME_SHARE = 0.05
 
 
 # --------------------------------------------------------------------------- events
@@ -97,6 +107,21 @@ class EpochDone:
     remaining: float | None
 
 
+@dataclass(frozen=True)
+class PaintUpdated:
+    """New paint reached training between two epochs (live painting).
+
+    ``problem`` says why the new paint could not be used; training then goes on with the
+    paint it had.
+    """
+
+    epoch: int
+    step: int
+    train_pixels: int
+    validation_pixels: int
+    problem: str | None = None
+
+
 @dataclass
 class TrainingHistory:
     """What happened in one training run; ``Segmenter.train`` returns it."""
@@ -115,6 +140,10 @@ class TrainingHistory:
     start_validation_dice: float | None = None
     class_shares: list[float] | None = None
     class_shares_applied: float | None = None
+    #: The first epoch after which no held-out painted pixel was wrong (None: never).
+    all_right_from: int | None = None
+    #: Times new paint was picked up during the run (live painting).
+    paint_updates: int = 0
 
     @property
     def trustworthy(self) -> bool:
@@ -147,7 +176,7 @@ class TrainingDone:
     history: TrainingHistory
 
 
-TrainingEvent = TrainingStarted | StepDone | EpochDone | TrainingDone
+TrainingEvent = TrainingStarted | StepDone | EpochDone | PaintUpdated | TrainingDone
 
 
 # --------------------------------------------------------------------------- data
@@ -277,13 +306,21 @@ def train_iter(
     stop: threading.Event | None = None,
     on_finish: Callable[[TrainingHistory], None] | None = None,
     start_is_candidate: bool = False,
+    refresh: Callable[[], list[TrainingPlane] | None] | None = None,
+    until_stopped: bool = False,
 ) -> Generator[TrainingEvent, None, TrainingHistory]:
     """Train ``model`` in place; yields events, returns the history, keeps the best weights.
 
     ``start_is_candidate``: the starting weights were trained before (a fine-tune), so they
     compete with the new ones and a bad fine-tune cannot replace a better model.
+
+    ``refresh`` is called after every epoch: new planes (the paint changed) replace the old
+    ones, with a fresh validation split, and a :class:`PaintUpdated` event follows; None
+    keeps them. An :class:`~napari_unetseg.core.errors.UnetSegError` it raises is reported in
+    that event and the old planes stay. ``until_stopped`` ignores the budget: training runs
+    until ``stop`` or ``close()``, at the full learning rate after a one-epoch warm-up, and
+    keeps its final weights.
     """
-    start = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -293,30 +330,9 @@ def train_iter(
 
     volumes = model_config.spatial_dims == 3
     batch_size = config.volume_batch_size if volumes else config.batch_size
-    if volumes:
-        from .volumes import split_volume_validation, volume_patch, volume_validation_regions
-
-        split = split_volume_validation(
-            planes, config.validation_fraction, config.validation_block, rng, n_classes
-        )
-        sides = volume_patch(planes, model_config, config)
-        patch = sides[-1]
-        sampler = PatchSampler(planes, sides, n_classes, rng)
-        regions = volume_validation_regions(
-            planes, config.validation_block, model_config.multiples, sides[0], rng
-        )
-    else:
-        split = split_validation(
-            planes, config.validation_fraction, config.validation_block, rng, n_classes
-        )
-        largest = max(max(p.classes.shape) for p in planes)
-        patch = min(
-            config.patch_size,
-            int(math.ceil(largest / model_config.min_size) * model_config.min_size),
-        )
-        patch = max(patch, model_config.min_size)
-        sampler = PatchSampler(planes, patch, n_classes, rng)
-        regions = validation_regions(planes, config.validation_block, model_config.min_size, rng)
+    split, patch, patch_pixels, sampler, regions = _arrange(
+        planes, config, model_config, rng, n_classes
+    )
 
     model.to(device)
     model.train()
@@ -328,41 +344,77 @@ def train_iter(
         device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bfloat16())
     )
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    eval_dtype = amp_dtype if use_amp else None
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and device.type == "cuda")
     pin = device.type == "cuda"
     tuner = ThreadTuner(config.threads) if device.type == "cpu" else None
+    # The clock starts here: a process's first optimiser imports torch._dynamo (seconds).
+    start = time.perf_counter()
 
     history = TrainingHistory(device=str(device))
     if split.reason and config.validation_fraction > 0:
         history.warnings.append(split.reason)
     best = BestWeights(model)
     epoch_losses: list[float] = []
+    finish = FinishEstimate(
+        region_pixels=sum(r.mask.size for r in regions),
+        share_pixels=estimate_pixels(planes) if config.correct_class_shares else 0,
+        step_pixels=3 * batch_size * patch_pixels,
+    )
 
     def elapsed() -> float:
         return time.perf_counter() - start
 
+    def training_seconds() -> float | None:
+        """The time budget less what scoring and the class shares will take at the end."""
+        if config.max_seconds is None:
+            return None
+        return max(0.5 * config.max_seconds, config.max_seconds - finish.seconds())
+
     def progress() -> float:
+        if until_stopped:
+            return 0.0  # no budget: no epoch but the last competes for "best"
         done = []
-        if config.max_seconds is not None:
-            done.append(elapsed() / config.max_seconds)
+        budget = training_seconds()
+        if budget is not None:
+            done.append(elapsed() / budget)
         if config.max_epochs is not None:
             done.append(history.steps / (config.max_epochs * config.steps_per_epoch))
         return min(1.0, max(done))
 
     def remaining() -> float | None:
+        if until_stopped:
+            return None
         fraction = progress()
         if fraction <= 0:
             return config.max_seconds
         return max(0.0, elapsed() * (1 - fraction) / fraction)
 
+    def held_out_dice() -> float | None:
+        score = evaluate(model, regions, device, config.is_objects, n_outputs, eval_dtype)
+        return None if score is None else score.dice
+
+    def timed_evaluate() -> float | None:
+        began = time.perf_counter()
+        score = evaluate(model, regions, device, config.is_objects, n_outputs, eval_dtype)
+        finish.validated(time.perf_counter() - began)
+        if score is None:
+            return None
+        if score.wrong:
+            history.all_right_from = None
+        elif history.all_right_from is None:
+            history.all_right_from = history.epochs + 1
+        return score.dice
+
     def score_epoch(final: bool) -> tuple[float, float | None, bool]:
         nonlocal epoch_losses
         mean_loss = float(np.mean(epoch_losses)) if epoch_losses else float("nan")
         epoch_losses = []
-        dice = evaluate(model, regions, device, config.is_objects, n_outputs)
+        eligible = final or progress() >= BEST_FROM_PROGRESS
+        affordable = finish.validation_seconds <= VALIDATION_TIME_SHARE * elapsed()
+        dice = timed_evaluate() if eligible or affordable else None
         history.epoch_losses.append(mean_loss)
         history.validation_dice.append(dice)
-        eligible = final or progress() >= BEST_FROM_PROGRESS
         improved = best.offer(dice, history.epochs, eligible)
         if improved:
             history.best_epoch, history.best_validation_dice = best.epoch, best.dice
@@ -383,23 +435,21 @@ def train_iter(
 
     def offer_final() -> None:
         """Stopped right after an epoch: its weights are the final ones, and they compete."""
-        if history.validation_dice and best.offer(
-            history.validation_dice[-1], history.epochs, True
-        ):
+        if not history.validation_dice:
+            return
+        if history.validation_dice[-1] is None and regions:  # its scoring was skipped
+            history.validation_dice[-1] = timed_evaluate()
+        if best.offer(history.validation_dice[-1], history.epochs, True):
             history.best_epoch, history.best_validation_dice = best.epoch, best.dice
 
     def correct_shares() -> None:
         """Fold the image's class shares into the output bias, as far as held-out paint allows."""
-        estimate = class_share_shift(model, planes, model_config.multiples, device, rng)
+        estimate = class_share_shift(model, planes, model_config.multiples, device, rng, eval_dtype)
         if estimate is None:
             return
         shares, shift = estimate
         # the kept weights were scored when they were chosen; others are scored now
-        before = (
-            best.dice
-            if best.state is not None
-            else evaluate(model, regions, device, config.is_objects, n_outputs)
-        )
+        before = best.dice if best.state is not None else held_out_dice()
         if before is None:  # nothing to check against: apply half, a hedge
             shift_output_bias(model, 0.5 * shift)
             history.class_shares = [round(float(v), 4) for v in shares]
@@ -409,7 +459,7 @@ def train_iter(
         for fraction in SHARES_STEPS:
             shift_output_bias(model, (fraction - applied) * shift)
             applied = fraction
-            after = evaluate(model, regions, device, config.is_objects, n_outputs)
+            after = held_out_dice()
             if after is not None and after >= before - SHARES_TOLERANCE:
                 history.class_shares = [round(float(v), 4) for v in shares]
                 history.class_shares_applied = fraction
@@ -420,11 +470,47 @@ def train_iter(
             "so they were not applied."
         )
 
+    def rate_factor() -> float:
+        if until_stopped:  # warm up over the first epoch, then the full rate
+            return min(1.0, max(0.05, history.steps / config.steps_per_epoch))
+        return learning_rate_factor(progress(), config.warmup_fraction)
+
+    def take_new_paint() -> PaintUpdated | None:
+        """Planes from ``refresh``, when the paint changed; the best-weights race restarts."""
+        nonlocal planes, split, patch, sampler, regions, best
+        if refresh is None:
+            return None
+        problem = None
+        try:
+            fresh = refresh()
+        except UnetSegError as error:
+            fresh, problem = None, str(error)
+        if fresh is not None:
+            planes = fresh
+            split, patch, _, sampler, regions = _arrange(
+                planes, config, model_config, rng, n_classes
+            )
+            finish.paint_changed(
+                region_pixels=sum(r.mask.size for r in regions),
+                share_pixels=estimate_pixels(planes) if config.correct_class_shares else 0,
+            )
+            history.all_right_from = None
+            best = BestWeights(model)  # scores on the old paint do not compare
+            history.best_epoch = history.best_validation_dice = None
+            history.paint_updates += 1
+        elif problem is None:
+            return None
+        return PaintUpdated(
+            epoch=history.epochs,
+            step=history.steps,
+            train_pixels=int(sum(p.train_mask.sum() for p in planes)),
+            validation_pixels=int(sum(p.validation_mask.sum() for p in planes)),
+            problem=problem,
+        )
+
     def step() -> float:
         for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * learning_rate_factor(
-                progress(), config.warmup_fraction
-            )
+            group["lr"] = config.learning_rate * rate_factor()
         xb, yb, mb = (torch.from_numpy(a) for a in sampler.sample(batch_size))
         if config.augment:
             xb, yb, mb = augment(xb, yb, mb, config.intensity_jitter, generator)
@@ -444,9 +530,7 @@ def train_iter(
 
     try:
         if start_is_candidate and regions:
-            history.start_validation_dice = evaluate(
-                model, regions, device, config.is_objects, n_outputs
-            )
+            history.start_validation_dice = timed_evaluate()
             if best.offer(history.start_validation_dice, 0, True):
                 history.best_epoch, history.best_validation_dice = 0, best.dice
             model.train()
@@ -465,18 +549,22 @@ def train_iter(
             if stop is not None and stop.is_set():
                 history.stop_reason = "stopped"
                 break
-            if config.max_seconds is not None and elapsed() >= config.max_seconds:
+            budget = not until_stopped
+            seconds = training_seconds()
+            if budget and seconds is not None and elapsed() >= seconds:
                 history.stop_reason = "time"
                 break
-            if config.max_epochs is not None and history.epochs >= config.max_epochs:
+            if budget and config.max_epochs is not None and history.epochs >= config.max_epochs:
                 history.stop_reason = "epochs"
                 break
             if tuner is not None:
                 tuner.before_step()
             began = time.perf_counter()
             value = step()
+            took = time.perf_counter() - began
+            finish.stepped(took)
             if tuner is not None:
-                tuner.after_step(time.perf_counter() - began)
+                tuner.after_step(took)
             history.step_losses.append(value)
             epoch_losses.append(value)
             history.steps += 1
@@ -490,6 +578,10 @@ def train_iter(
             )
             if history.steps % config.steps_per_epoch == 0:
                 yield end_epoch()
+                update = take_new_paint()
+                if update is not None:
+                    yield update
+                    model.train()
         if epoch_losses:  # score the last, partial epoch too
             yield end_epoch(final=True)
         else:
@@ -516,6 +608,82 @@ def train_iter(
             on_finish(history)
     yield TrainingDone(history)
     return history
+
+
+class FinishEstimate:
+    """How long the end of a run takes (the last validation, the class shares and their
+    check), from the measured cost of a forward pass per pixel, so the run fits its budget."""
+
+    def __init__(self, region_pixels: int, share_pixels: int, step_pixels: int) -> None:
+        self.region_pixels = region_pixels
+        self.share_pixels = share_pixels
+        self.step_pixels = step_pixels  # a step is about three forward passes of the batch
+        self.validation_seconds = 0.0
+        self.seconds_per_pixel: float | None = None
+        self._from_validation = False
+
+    def paint_changed(self, region_pixels: int, share_pixels: int) -> None:
+        """New paint: new amounts to score; the measured cost per pixel still holds."""
+        self.region_pixels, self.share_pixels = region_pixels, share_pixels
+
+    def validated(self, seconds: float) -> None:
+        self.validation_seconds += seconds
+        if self.region_pixels:
+            rate = seconds / self.region_pixels
+            old = self.seconds_per_pixel if self._from_validation else None
+            self.seconds_per_pixel = rate if old is None else 0.5 * old + 0.5 * rate
+            self._from_validation = True
+
+    def stepped(self, seconds: float) -> None:
+        if not self._from_validation:
+            rate = seconds / self.step_pixels
+            old = self.seconds_per_pixel
+            self.seconds_per_pixel = rate if old is None else 0.8 * old + 0.2 * rate
+
+    def seconds(self) -> float:
+        if self.seconds_per_pixel is None:
+            return 0.0
+        checks = 2 if self.share_pixels and self.region_pixels else 1
+        pixels = self.share_pixels + checks * self.region_pixels
+        return self.seconds_per_pixel * pixels
+
+
+def _arrange(
+    planes: list[TrainingPlane],
+    config: TrainConfig,
+    model_config: ModelConfig,
+    rng: np.random.Generator,
+    n_classes: int,
+) -> tuple[ValidationSplit, int, int, PatchSampler, list[ValidationRegion]]:
+    """Hold out validation paint, and make the patch sampler and the validation regions:
+    (split, patch side, pixels per patch, sampler, regions), for planes or volumes."""
+    if model_config.spatial_dims == 3:
+        from .volumes import split_volume_validation, volume_patch, volume_validation_regions
+
+        split = split_volume_validation(
+            planes, config.validation_fraction, config.validation_block, rng, n_classes
+        )
+        sides = volume_patch(planes, model_config, config)
+        sampler = PatchSampler(planes, sides, n_classes, rng)
+        regions = volume_validation_regions(
+            planes, config.validation_block, model_config.multiples, sides[0], rng
+        )
+        return split, sides[-1], int(np.prod(sides)), sampler, regions
+    split = split_validation(
+        planes, config.validation_fraction, config.validation_block, rng, n_classes
+    )
+    patch = _patch_size(planes, config, model_config)
+    sampler = PatchSampler(planes, patch, n_classes, rng)
+    regions = validation_regions(planes, config.validation_block, model_config.min_size, rng)
+    return split, patch, patch * patch, sampler, regions
+
+
+def _patch_size(planes: list[TrainingPlane], config: TrainConfig, model_config: ModelConfig) -> int:
+    """The training patch: ``config.patch_size``, or less for small planes (a multiple the model takes)."""
+    multiple = model_config.min_size
+    largest = max(max(p.classes.shape) for p in planes)
+    patch = min(config.patch_size, int(math.ceil(largest / multiple) * multiple))
+    return max(patch, multiple)
 
 
 #: Batches of patches whose statistics replace the batch norm running averages of a 3-D model.
@@ -563,11 +731,28 @@ def _finish(history: TrainingHistory, best: BestWeights, model: nn.Module) -> No
             f"(at least {MIN_TRUSTED_STEPS} are needed). Was the computer busy? "
             "Train again with a longer time budget."
         )
+    saturated = history.all_right_from
+    if saturated is not None and saturated <= max(1, history.epochs // 2):
+        history.warnings.append(
+            f"every held-out painted pixel was right from epoch {saturated} on, so "
+            "the validation Dice of 1.000 says only that the strokes are learned, not how good "
+            "the borders are. Look at the result, and paint where it is wrong or unsure."
+        )
     if best.epoch == 0 and history.steps > 0:
         history.warnings.append(
             "the new training scored worse than the model it started from, so the starting "
             "weights are kept."
         )
+
+
+def wants_bar(progress: bool | None) -> bool:
+    """A progress bar when asked (True), never (False), or on a terminal only (None)."""
+    if progress is not None:
+        return bool(progress)
+    import sys
+
+    stream = sys.stderr
+    return stream is not None and hasattr(stream, "isatty") and stream.isatty()
 
 
 def consume(
