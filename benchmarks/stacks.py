@@ -10,6 +10,7 @@ spread through the stack (:func:`paint_planes`). Both U-Nets train the same numb
 
 from __future__ import annotations
 
+import math
 import resource
 import time
 from dataclasses import dataclass
@@ -130,11 +131,7 @@ def unet(
     started = time.perf_counter()
     labels = segmenter.segment(stack.image)
     predicted = time.perf_counter() - started
-    if spatial_dims == 3:
-        patch = min(config.volume_patch_size[0], stack.image.shape[0])
-        per_step = config.volume_batch_size * patch * config.volume_patch_size[1] ** 2
-    else:
-        per_step = config.batch_size * config.patch_size**2
+    per_step = voxels_per_step(segmenter, config, stack.image.shape)
     return labels == 1, {
         "steps": history.steps,
         "train_seconds": round(trained, 1),
@@ -145,6 +142,20 @@ def unet(
         "warnings": history.warnings,
         "peak_rss_mib_so_far": round(_peak_rss_mib()),
     }
+
+
+def voxels_per_step(segmenter: Segmenter, config: TrainConfig, shape: tuple[int, ...]) -> int:
+    """Voxels in one training batch, with patches cut to the stack as training cuts them."""
+    multiples = segmenter.config.multiples
+    if segmenter.is_3d:
+        sides = [
+            max(m, min(want, -(-n // m) * m) // m * m)
+            for want, n, m in zip(config.volume_patch_size, shape, multiples, strict=True)
+        ]
+        return config.volume_batch_size * math.prod(sides)
+    m = multiples[-1]
+    side = max(m, min(config.patch_size, -(-max(shape[1:]) // m) * m))
+    return config.batch_size * side * side
 
 
 def forest_3d(image: np.ndarray, painted: np.ndarray, seed: int, quick: bool) -> np.ndarray:
