@@ -348,7 +348,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.real", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a crop, 2 s budgets: checks it runs")
+    parser.add_argument("--quick", action="store_true", help="a crop, 4 training steps: checks it runs")
     parser.add_argument("--seeds", type=int, default=3, help="painting variants per image")
     parser.add_argument("--first-seed", type=int, default=0, help="the first painting seed")
     parser.add_argument("--cases", nargs="+", help="case names to run (default: all)")
@@ -380,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     options = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.train_option)}
     if args.epochs:
         options |= {"max_seconds": None, "max_epochs": args.epochs}
+    elif args.quick:  # a few steps, not seconds: a busy machine still runs some
+        options |= {"max_seconds": None, "max_epochs": 1, "steps_per_epoch": 4}
     if args.stacks:
         return run_stacks(args, options)
     cases = [c for c in CASES if not args.cases or c.name in args.cases]
