@@ -112,7 +112,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     # Everything that can fail is checked before the training budget is spent.
     output = check_save_target(args.output)
-    config = TrainConfig(mode=args.mode, max_seconds=args.seconds, max_epochs=args.epochs)
+    epochs = {} if args.epochs is None else {"max_epochs": args.epochs}
+    config = TrainConfig(mode=args.mode, max_seconds=args.seconds, **epochs)
     if args.weights:  # a missing file is an error, never a silent start from scratch
         segmenter = Segmenter.load(args.weights, device=args.device, trust_code=args.trust_code)
     else:

@@ -17,6 +17,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_unetseg.core.config import DEFAULT_MAX_EPOCHS  # no torch import
+
 from ._common import (
     Fold,
     compact,
@@ -267,7 +269,7 @@ class TrainSection(JobSection):
             "mode": self.mode.currentData(),
             "loss": self.loss.currentText(),
             "max_seconds": float(self.budget.value()) if seconds else None,
-            "max_epochs": None if seconds else int(self.budget.value()),
+            "max_epochs": DEFAULT_MAX_EPOCHS if seconds else int(self.budget.value()),  # cap
             "learning_rate": float(self.learning_rate.value()),
             "validation_fraction": float(self.validation.value()),
             **self.extra_settings,
