@@ -379,3 +379,24 @@ def test_zscore_normalisation_is_per_channel() -> None:
     out = fit_normalizer(image, layout, NormalizationConfig("zscore"))(image)
     np.testing.assert_allclose(out.mean(axis=(1, 2)), 0, atol=1e-4)
     np.testing.assert_allclose(out.std(axis=(1, 2)), 1, atol=1e-4)
+
+
+def test_the_packaged_architecture_file_builds_our_network_with_torch_alone() -> None:
+    """What a bioimage.io runner builds from ``unet_architecture.py`` gives our outputs."""
+    from napari_unetseg.core import Segmenter
+    from napari_unetseg.core.bioimageio import (
+        ARCHITECTURE_CALLABLE,
+        architecture_kwargs,
+        architecture_source,
+    )
+
+    seg = Segmenter.create(base_width=4, depth=2, device="cpu", seed=0)
+    namespace: dict = {"__name__": "unet_architecture"}
+    exec(compile(architecture_source(), "unet_architecture.py", "exec"), namespace)
+    packaged = namespace[ARCHITECTURE_CALLABLE](**architecture_kwargs(seg.config))
+    packaged.load_state_dict(seg.model.state_dict())
+    packaged.eval()
+    seg.model.eval()
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(packaged(x), seg.model(x), atol=1e-6)

@@ -108,6 +108,8 @@ class ModelConfig:
         self.decoder_mid_channels = tuple(decoder_mid_channels)
         self.upsampling = upsampling
         self.conv_bias = conv_bias
+        self.spatial_dims = 2  # packages hold 2-D models only
+        self.z_pooling = ()
 
     @property
     def depth(self) -> int:
