@@ -24,7 +24,8 @@ def run_headless_demo(seconds: float, objects: bool = False) -> dict[str, float]
     )
     segmenter = Segmenter.create(task="objects" if objects else "semantic")
     print(
-        f"Training a fresh U-Net for {seconds:g} s on {segmenter.describe().splitlines()[-1][8:]}"
+        f"Training a fresh U-Net for up to {seconds:g} s or {TrainConfig().max_epochs} epochs on "
+        f"{segmenter.describe().splitlines()[-1][8:]}"
     )
     started = time.perf_counter()
     history = segmenter.train(scene.image, painted, TrainConfig(max_seconds=seconds))
