@@ -21,9 +21,10 @@ from torch import nn
 
 from .config import ModelConfig, PredictConfig, TrainConfig
 from .errors import InputError
-from .layout import ImageLayout, resolve_layout
+from .layout import ImageLayout
 from .normalization import Normalizer, check_finite, fit_normalizer
 from .objects import objects_from_probabilities
+from .planes import checked_inputs, smallest_class_dtype
 from .predict import (
     AxisTiling,
     Prediction,
@@ -38,7 +39,6 @@ from .predict import (
 from .sampling import TrainingPlane
 from .targets import (
     BOUNDARY,
-    check_labels_dtype,
     check_painted_classes,
     make_targets,
     object_classes,
@@ -173,33 +173,12 @@ def prepare_volumes(
     Only the painted part of a large volume is read, with a patch of context around it.
     Inputs are never modified.
     """
-    image_list = list(images) if isinstance(images, list | tuple) else [images]
-    labels_list = list(labels) if isinstance(labels, list | tuple) else [labels]
-    if len(image_list) != len(labels_list):
-        raise InputError(
-            f"got {len(image_list)} image(s) but {len(labels_list)} labels array(s); give one "
-            "labels array per image."
-        )
     n_outputs = model_config.n_classes
     volumes: list[TrainingPlane] = []
     painted: list[np.ndarray] = []
     margins = tuple(train_config.volume_patch_size)
-    for number, (image, painted_labels) in enumerate(zip(image_list, labels_list, strict=True)):
-        where = f"image {number}" if len(image_list) > 1 else "the image"
-        layout = resolve_layout(image, model_config.in_channels, axes)
+    for where, image, layout, painted_labels in checked_inputs(images, labels, model_config, axes):
         depth_axis(layout)
-        painted_labels = check_labels_dtype(np.asarray(painted_labels))
-        if painted_labels.shape != layout.output_shape:
-            raise InputError(
-                f"the labels have shape {painted_labels.shape} but {where} has shape "
-                f"{layout.shape} (axes {layout.axes}), so labels of shape {layout.output_shape} "
-                "are needed. Paint on a Labels layer made for this image."
-            )
-        if min(layout.plane_shape) < model_config.min_size:
-            raise InputError(
-                f"{where}'s planes are {layout.plane_shape[0]}x{layout.plane_shape[1]} px; this "
-                f"model (depth {model_config.depth}) needs at least {model_config.min_size} px."
-            )
         normalizer: Normalizer | None = None
         for outer in volume_indices(layout):
             volume_labels = painted_labels[outer]
@@ -225,7 +204,7 @@ def prepare_volumes(
             volumes.append(
                 TrainingPlane(
                     image=normalize_volume(normalizer, raw),
-                    classes=classes.astype(np.uint8 if max(n_outputs, 2) <= 256 else np.int16),
+                    classes=classes.astype(smallest_class_dtype(n_outputs)),
                     train_mask=mask.copy(),
                     validation_mask=np.zeros_like(mask),
                 )
