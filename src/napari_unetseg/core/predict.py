@@ -752,6 +752,15 @@ def check_out(out: Any, image: Any, shape: tuple[int, ...], kinds: str, what: st
         raise InputError(f"out= for the {what} is the image itself; give a separate array.")
 
 
+def check_plane_size(layout: ImageLayout, model_config: ModelConfig) -> None:
+    """Refuse planes smaller than the model's minimum side (2-D and 3-D prediction)."""
+    if min(layout.plane_shape) < model_config.min_size:
+        raise InputError(
+            f"the image planes are {layout.plane_shape[0]}x{layout.plane_shape[1]} px; this model "
+            f"(depth {model_config.depth}) needs at least {model_config.min_size} px on each side."
+        )
+
+
 @in_a_job
 def predict_iter(
     model: nn.Module,
@@ -796,11 +805,7 @@ def predict_iter(
             "this is a 3-D model: it segments whole stacks through Segmenter.segment / "
             "predict_iter (split by rows across workers is for 2-D models only)."
         )
-    if min(layout.plane_shape) < model_config.min_size:
-        raise InputError(
-            f"the image planes are {layout.plane_shape[0]}x{layout.plane_shape[1]} px; this model "
-            f"(depth {model_config.depth}) needs at least {model_config.min_size} px on each side."
-        )
+    check_plane_size(layout, model_config)
     indices = list(layout.plane_indices()) if planes is None else planes
     n_outputs = model_config.n_classes
     objects = model_config.task == "objects"

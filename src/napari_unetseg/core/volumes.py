@@ -30,6 +30,7 @@ from .predict import (
     Prediction,
     PredictProgress,
     check_out,
+    check_plane_size,
     classes_from_probabilities,
     eval_mode,
     logits_to_probabilities,
@@ -404,11 +405,7 @@ def predict_volume_iter(
     holds its volume's probabilities, for the 3-D watershed.
     """
     depth_axis(layout)
-    if min(layout.plane_shape) < model_config.min_size:
-        raise InputError(
-            f"the image planes are {layout.plane_shape[0]}x{layout.plane_shape[1]} px; this model "
-            f"(depth {model_config.depth}) needs at least {model_config.min_size} px on each side."
-        )
+    check_plane_size(layout, model_config)
     n_outputs = model_config.n_classes
     objects = model_config.task == "objects"
     shape = (layout.stack_shape[-1], *layout.plane_shape)
