@@ -35,7 +35,8 @@ def test_the_shares_move_the_output_bias_only(rng):
         np.zeros((96, 96), bool),
     )
     before = {k: v.clone() for k, v in seg.model.state_dict().items()}
-    shares, shift = class_share_shift(seg.model, [plane], 4, torch.device("cpu"), rng)
+    shares, shift, border_shift = class_share_shift(seg.model, [plane], 4, torch.device("cpu"), rng)
+    assert border_shift == 0.0  # nothing painted: no brightness step to move to
     assert np.allclose(shift, np.log(shares) - np.log(0.5))
     shift_output_bias(seg.model, shift)
     after = seg.model.state_dict()
@@ -57,7 +58,7 @@ def trained_with_shift(nuclei_small, monkeypatch, shift):
 
     def fake(model, *args, **kwargs):
         seen["bias"] = prior.output_bias(model).detach().clone()
-        return np.array([0.5, 0.5]), np.asarray(shift, float)
+        return prior.OutputShift(np.array([0.5, 0.5]), np.asarray(shift, float), 0.0)
 
     monkeypatch.setattr(train, "class_share_shift", fake)
     seg = Segmenter.create(base_width=8, depth=3, device="cpu", seed=0)
@@ -88,3 +89,18 @@ def test_a_short_run_is_not_corrected(nuclei_small, monkeypatch):
         nuclei_small.image, nuclei_small.painted, CONFIG.replace(max_epochs=1), progress=False
     )
     assert calls == []
+
+
+def test_a_two_class_border_moves_with_the_shares_and_is_recorded(nuclei_small):
+    seg = Segmenter.create(base_width=8, depth=3, device="cpu", seed=0)
+    history = seg.train(nuclei_small.image, nuclei_small.painted, CONFIG, progress=False)
+    assert history.border_shift  # these nuclei are brighter than their background
+    assert seg.config.training["border_shift"] == history.border_shift
+    plain = Segmenter.create(base_width=8, depth=3, device="cpu", seed=0)
+    unaligned = plain.train(
+        nuclei_small.image,
+        nuclei_small.painted,
+        CONFIG.replace(align_borders=False),
+        progress=False,
+    )
+    assert not unaligned.border_shift  # 0.0, or None where the shares were not applied

@@ -526,6 +526,9 @@ class TrainConfig:
     loop choose torch's CPU thread count from measured step times, which keeps it fast
     when another program keeps a core busy. ``normalization=None`` keeps the model's own
     (percentile for a new model); a value given here is stored with the model.
+    ``align_borders`` (with ``correct_class_shares``) moves a two-class model's border onto
+    the brightness step between its painted classes, where they differ in brightness
+    (:mod:`napari_unetseg.core.borders`).
 
     A 3-D model (``spatial_dims=3``) trains on ``volume_batch_size`` patches of
     ``volume_patch_size`` (z, y, x) voxels instead of ``batch_size`` and ``patch_size``;
@@ -552,6 +555,7 @@ class TrainConfig:
     mixed_precision: bool = True
     threads: int | None = None
     correct_class_shares: bool = True
+    align_borders: bool = True
     volume_patch_size: tuple[int, ...] = (16, 64, 64)
     volume_batch_size: int = 2
 

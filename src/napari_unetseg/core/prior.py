@@ -12,10 +12,13 @@ model is run or exported uses it.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from torch import nn
 
+from .borders import brightness_aligned_shift
 from .sampling import TrainingPlane
 
 #: At most this many pixels per plane are predicted to estimate the proportions.
@@ -56,19 +59,18 @@ def _crop_sides(plane: TrainingPlane) -> list[int]:
     return [min(n, limit) for n, limit in zip(shape, limits, strict=True)]
 
 
-def _crops(plane: TrainingPlane, rng: np.random.Generator) -> list[np.ndarray]:
+def _windows(plane: TrainingPlane, rng: np.random.Generator) -> list[tuple[slice, ...]]:
     """The whole plane (or volume) when it is small, else four random crops of at most
     MAX_CROP px (MAX_VOLUME_CROP voxels)."""
     shape = plane.image.shape[1:]
     sides = _crop_sides(plane)
     if list(shape) == sides:
-        return [plane.image]
-    crops = []
+        return [tuple(slice(0, n) for n in shape)]
+    windows = []
     for _ in range(4):
         starts = [int(rng.integers(0, n - side + 1)) for n, side in zip(shape, sides, strict=True)]
-        window = tuple(slice(a, a + side) for a, side in zip(starts, sides, strict=True))
-        crops.append(plane.image[(slice(None), *window)])
-    return crops
+        windows.append(tuple(slice(a, a + side) for a, side in zip(starts, sides, strict=True)))
+    return windows
 
 
 def estimate_pixels(planes: list[TrainingPlane]) -> int:
@@ -81,25 +83,34 @@ def estimate_pixels(planes: list[TrainingPlane]) -> int:
     return total
 
 
-def predicted_probabilities(
+class PredictedPixels(NamedTuple):
+    """The network's output on crops of the training planes, pixel by pixel."""
+
+    probabilities: np.ndarray  # (pixels, classes)
+    intensities: np.ndarray  # (pixels, channels): the normalised image
+    painted: np.ndarray  # (pixels,): the painted class, -1 where unpainted
+
+
+def predicted_pixels(
     model: nn.Module,
     planes: list[TrainingPlane],
     min_size: int | tuple[int, ...],
     device: torch.device,
     rng: np.random.Generator,
     autocast_dtype: torch.dtype | None = None,
-) -> np.ndarray:
-    """Softmax (or sigmoid) outputs on the training planes, as (pixels, classes).
+) -> PredictedPixels:
+    """Softmax (or sigmoid) outputs on the training planes, with the pixels' values and paint.
 
     ``min_size``: the multiple of each input side (one number, or one per spatial axis).
     """
-    found = []
+    found, values, paint = [], [], []
     with (
         torch.inference_mode(),
         torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None),
     ):
         for plane in planes:
-            for crop in _crops(plane, rng):
+            for window in _windows(plane, rng):
+                crop = plane.image[(slice(None), *window)]
                 shape = crop.shape[1:]
                 multiples = (min_size,) * len(shape) if isinstance(min_size, int) else min_size
                 pad = ((0, 0), *((0, (-n) % m) for n, m in zip(shape, multiples, strict=True)))
@@ -113,7 +124,10 @@ def predicted_probabilities(
                 else:
                     probs = torch.softmax(logits, 0)
                 found.append(probs.reshape(probs.shape[0], -1).T.cpu().numpy())
-    return np.concatenate(found)
+                values.append(crop.reshape(crop.shape[0], -1).T)
+                painted = plane.train_mask[window] | plane.validation_mask[window]
+                paint.append(np.where(painted, plane.classes[window].astype(np.int64), -1).ravel())
+    return PredictedPixels(np.concatenate(found), np.concatenate(values), np.concatenate(paint))
 
 
 def output_layer(model: nn.Module) -> nn.Conv2d | nn.Conv3d | None:
@@ -130,6 +144,16 @@ def output_bias(model: nn.Module) -> torch.Tensor | None:
     return None if conv is None else conv.bias
 
 
+class OutputShift(NamedTuple):
+    """What :func:`class_share_shift` found: the image's class shares, the shift of the
+    output bias that applies them, and the part of that shift (on the foreground logit) that
+    moved a two-class model's border onto the brightness step (0.0 when it did not)."""
+
+    shares: np.ndarray
+    shift: np.ndarray
+    border_shift: float
+
+
 def class_share_shift(
     model: nn.Module,
     planes: list[TrainingPlane],
@@ -137,11 +161,13 @@ def class_share_shift(
     device: torch.device,
     rng: np.random.Generator,
     autocast_dtype: torch.dtype | None = None,
-) -> tuple[np.ndarray, np.ndarray] | None:
+    align_borders: bool = True,
+) -> OutputShift | None:
     """The image's class shares and the output-bias shift that applies them.
 
     The network was trained with classes drawn evenly, so its posteriors assume even shares.
-    None for a model without an output bias.
+    With ``align_borders``, a two-class model's border then moves onto the brightness step
+    between its painted classes (:mod:`.borders`). None for a model without an output bias.
     """
     conv = output_layer(model)
     if conv is None:
@@ -149,19 +175,29 @@ def class_share_shift(
     was_training = model.training
     model.eval()
     try:
-        probabilities = predicted_probabilities(
-            model, planes, min_size, device, rng, autocast_dtype
-        )
+        pixels = predicted_pixels(model, planes, min_size, device, rng, autocast_dtype)
     finally:
         model.train(was_training)
-    n = probabilities.shape[1]
+    n = pixels.probabilities.shape[1]
     trained = np.full(n, 1.0 / n)
-    shares = class_shares_em(probabilities, trained)
+    shares = class_shares_em(pixels.probabilities, trained)
     if conv.out_channels == 1:  # one sigmoid output: the foreground's log-odds
         shift = np.array([np.log(shares[1] / shares[0]) - np.log(trained[1] / trained[0])])
     else:
         shift = np.log(shares) - np.log(trained)
-    return shares, shift
+    border_shift = 0.0
+    if align_borders and n == 2:
+        p = np.clip(pixels.probabilities.astype(np.float64), 1e-7, 1.0)
+        foreground_logits = np.log(p[:, 1]) - np.log(p[:, 0])
+        foreground_logits += shift[0] if conv.out_channels == 1 else shift[1] - shift[0]
+        border_shift = brightness_aligned_shift(
+            foreground_logits, pixels.intensities, pixels.painted, rng
+        )
+        if conv.out_channels == 1:
+            shift = shift + border_shift
+        else:
+            shift = shift + np.array([-border_shift / 2, border_shift / 2])
+    return OutputShift(shares, shift, border_shift)
 
 
 def shift_output_bias(model: nn.Module, shift: np.ndarray) -> None:

@@ -258,16 +258,25 @@ def train_iter(
 
     def correct_shares() -> None:
         """Fold the image's class shares into the output bias, as far as held-out paint allows."""
-        estimate = class_share_shift(model, planes, model_config.multiples, device, rng, eval_dtype)
+        estimate = class_share_shift(
+            model,
+            planes,
+            model_config.multiples,
+            device,
+            rng,
+            eval_dtype,
+            align_borders=config.align_borders,
+        )
         if estimate is None:
             return
-        shares, shift = estimate
+        shares, shift, border_shift = estimate
         # the kept weights were scored when they were chosen; others are scored now
         before = best.dice if best.state is not None else held_out_dice()
         if before is None:  # nothing to check against
             shift_output_bias(model, shift)
             history.class_shares = [round(float(v), 4) for v in shares]
             history.class_shares_applied = 1.0
+            history.border_shift = border_shift
             return
         applied = 0.0
         for fraction in SHARES_STEPS:
@@ -277,6 +286,7 @@ def train_iter(
             if after is not None and after >= before - SHARES_TOLERANCE:
                 history.class_shares = [round(float(v), 4) for v in shares]
                 history.class_shares_applied = fraction
+                history.border_shift = fraction * border_shift
                 return
         shift_output_bias(model, -applied * shift)
         history.warnings.append(

@@ -90,6 +90,8 @@ class TrainingHistory:
     start_validation_dice: float | None = None
     class_shares: list[float] | None = None
     class_shares_applied: float | None = None
+    #: How far the foreground logit moved to put the border on the brightness step.
+    border_shift: float | None = None
     #: The first epoch after which no held-out painted pixel was wrong (None: never).
     all_right_from: int | None = None
     #: Times new paint was picked up during the run (live painting).
@@ -118,6 +120,7 @@ class TrainingHistory:
             "warnings": list(self.warnings),
             "class_shares": self.class_shares,
             "class_shares_applied": self.class_shares_applied,
+            "border_shift": self.border_shift,
         }
 
 
