@@ -93,3 +93,10 @@ def test_the_paint_of_small_class_dtypes_is_read_as_classes(rng):
     pixels = predicted_pixels(seg.model, [plane], 4, torch.device("cpu"), rng)
     assert sorted(np.unique(pixels.painted)) == [-1, 0, 1]
     assert (pixels.painted >= 0).sum() == 32
+
+
+def test_pixel_noise_does_not_hide_a_brightness_step_from_the_smoothed_image(rng):
+    _, brightness, logits, painted = wall_scene(rng)
+    noisy = brightness + rng.normal(0, 0.6, brightness.shape)
+    assert brightness_aligned_shift(logits, noisy, painted, rng) == 0.0
+    assert brightness_aligned_shift(logits, noisy, painted, rng, smoothed=brightness) < 0

@@ -6,8 +6,10 @@ border lies: the network places it somewhere in the unpainted margin, and thin s
 brightness, the border belongs where the brightness changes. Of the borders the network
 offers (its foreground logit shifted by a constant), this picks the one that splits the
 pixels into the two most distinct groups: Otsu's criterion, the largest between-class
-variance, on the network's own partition rather than on a global threshold. A shift that
-would turn painted pixels to the other class is never taken.
+variance, on the network's own partition rather than on a global threshold. Whether the
+classes differ in brightness is judged on a lightly smoothed image, since pixel noise can hide
+a difference that is plain at the scale of a few pixels. A shift that would turn painted
+pixels to the other class is never taken.
 """
 
 from __future__ import annotations
@@ -63,21 +65,26 @@ def brightness_aligned_shift(
     intensities: np.ndarray,
     painted: np.ndarray,
     rng: np.random.Generator,
+    smoothed: np.ndarray | None = None,
 ) -> float:
     """The shift of the foreground logit that puts the border on the brightness step.
 
     ``foreground_logits`` (pixels,), ``intensities`` (pixels, channels) and ``painted``
-    (pixels,: 1 foreground, 0 background, -1 unpainted) describe the same pixels. 0.0 when the
-    painted classes do not differ in brightness, or no shift splits the pixels better.
+    (pixels,: 1 foreground, 0 background, -1 unpainted) describe the same pixels;
+    ``smoothed``, the intensities of a lightly smoothed image, decides whether the painted
+    classes differ in brightness (pixel noise can hide a real difference). 0.0 when they do
+    not, or no shift splits the pixels better.
     """
+    smoothed = intensities if smoothed is None else smoothed
     if len(foreground_logits) > MAX_PIXELS:
         keep = rng.choice(len(foreground_logits), MAX_PIXELS, replace=False)
-        foreground_logits, intensities, painted = (
+        foreground_logits, intensities, smoothed, painted = (
             foreground_logits[keep],
             intensities[keep],
+            smoothed[keep],
             painted[keep],
         )
-    channel = separating_channel(intensities, painted, rng)
+    channel = separating_channel(smoothed, painted, rng)
     if channel is None:
         return 0.0
     order = np.argsort(-foreground_logits, kind="stable")

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from scipy import ndimage as ndi
 from torch import nn
 
 from .borders import brightness_aligned_shift
@@ -88,6 +89,7 @@ class PredictedPixels(NamedTuple):
 
     probabilities: np.ndarray  # (pixels, classes)
     intensities: np.ndarray  # (pixels, channels): the normalised image
+    smoothed: np.ndarray  # the same, Gaussian-smoothed (σ = 1 pixel) to see past noise
     painted: np.ndarray  # (pixels,): the painted class, -1 where unpainted
 
 
@@ -103,7 +105,7 @@ def predicted_pixels(
 
     ``min_size``: the multiple of each input side (one number, or one per spatial axis).
     """
-    found, values, paint = [], [], []
+    found, values, smoothed, paint = [], [], [], []
     with (
         torch.inference_mode(),
         torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None),
@@ -125,9 +127,16 @@ def predicted_pixels(
                     probs = torch.softmax(logits, 0)
                 found.append(probs.reshape(probs.shape[0], -1).T.cpu().numpy())
                 values.append(crop.reshape(crop.shape[0], -1).T)
+                blurred = ndi.gaussian_filter(crop.astype(np.float32), (0,) + (1.0,) * len(shape))
+                smoothed.append(blurred.reshape(crop.shape[0], -1).T)
                 painted = plane.train_mask[window] | plane.validation_mask[window]
                 paint.append(np.where(painted, plane.classes[window].astype(np.int64), -1).ravel())
-    return PredictedPixels(np.concatenate(found), np.concatenate(values), np.concatenate(paint))
+    return PredictedPixels(
+        np.concatenate(found),
+        np.concatenate(values),
+        np.concatenate(smoothed),
+        np.concatenate(paint),
+    )
 
 
 def output_layer(model: nn.Module) -> nn.Conv2d | nn.Conv3d | None:
@@ -191,7 +200,7 @@ def class_share_shift(
         foreground_logits = np.log(p[:, 1]) - np.log(p[:, 0])
         foreground_logits += shift[0] if conv.out_channels == 1 else shift[1] - shift[0]
         border_shift = brightness_aligned_shift(
-            foreground_logits, pixels.intensities, pixels.painted, rng
+            foreground_logits, pixels.intensities, pixels.painted, rng, pixels.smoothed
         )
         if conv.out_channels == 1:
             shift = shift + border_shift
