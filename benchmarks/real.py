@@ -147,7 +147,7 @@ def ours(
         "best_validation_dice": history.best_validation_dice,
         "validation_curve": history.validation_dice,
     }
-    for name in ("class_shares", "class_shares_applied", "threads", "warnings"):
+    for name in ("class_shares", "class_shares_applied", "border_shift", "threads", "warnings"):
         info[name] = getattr(history, name, None)  # absent before these existed
     return labels, info
 
