@@ -176,6 +176,28 @@ def test_anisotropic_thin_stack_trains_and_predicts():
     assert seg.segment(image).shape == image.shape
 
 
+def test_a_3d_model_trains_at_the_volume_learning_rate():
+    from napari_unetseg.core.training_events import StepDone
+
+    image, ids = spheres((5, 48, 48), centres=[(2, 14, 14), (2, 32, 30)], radius=(1.5, 7, 7))
+    painted = paint(ids, [2])
+    seg = Segmenter.create(1, 2, spatial_dims=3, voxel_size=(3.0, 0.4, 0.4), **TINY)
+    config = TrainConfig(
+        max_seconds=None,
+        max_epochs=1,
+        steps_per_epoch=6,
+        threads=1,
+        learning_rate=0.5,
+        volume_learning_rate=0.002,
+    )
+    rates = [
+        event.learning_rate
+        for event in seg.train_iter(image, painted, config)
+        if isinstance(event, StepDone)
+    ]
+    assert len(rates) == 6 and max(rates) == pytest.approx(0.002, rel=0.05)
+
+
 def test_a_3d_model_needs_a_stack():
     seg = Segmenter.create(1, 2, spatial_dims=3, **TINY)
     with pytest.raises(InputError, match="no Z axis"):

@@ -26,6 +26,14 @@ def test_stack_trains_a_3d_network_by_default_and_2d_on_request(viewer, widget, 
     assert train.network.isEnabled()
     assert train.network.currentData() == 3  # the measured default for stacks
     assert train.budget.value() == 180  # 3-D steps are slower: a longer default budget
+    assert train.learning_rate.value() == 0.001  # the 3-D default rate, measured
+    assert train.settings()["volume_learning_rate"] == 0.001
+    train.network.setCurrentIndex(train.network.findData(2))
+    assert (train.budget.value(), train.learning_rate.value()) == (60, 0.003)
+    train.learning_rate.setValue(0.002)  # a rate the user chose stays
+    train.network.setCurrentIndex(train.network.findData(3))
+    assert (train.budget.value(), train.learning_rate.value()) == (180, 0.002)
+    train.learning_rate.setValue(0.001)
     train.extra_settings |= {"volume_patch_size": (8, 32, 32), "volume_batch_size": 1}
     train.budget_unit.setCurrentText("epochs")
     train.budget.setValue(1)

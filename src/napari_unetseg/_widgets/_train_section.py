@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_unetseg.core.config import DEFAULT_MAX_EPOCHS  # no torch import
+from napari_unetseg.core.config import DEFAULT_MAX_EPOCHS, TrainConfig  # no torch import
 
 from ._common import (
     Fold,
@@ -120,7 +121,7 @@ class TrainSection(JobSection):
         self.learning_rate.setDecimals(4)
         self.learning_rate.setRange(0.0001, 0.5)
         self.learning_rate.setSingleStep(0.0005)
-        self.learning_rate.setValue(0.003)
+        self.learning_rate.setValue(TrainConfig.learning_rate)
         self.validation = QDoubleSpinBox()
         self.validation.setRange(0.0, 0.5)
         self.validation.setSingleStep(0.05)
@@ -234,12 +235,19 @@ class TrainSection(JobSection):
 
     def _default_seconds(self) -> int:
         """A 3-D step takes several times a 2-D one: its default budget is 180 s, not 60 s."""
-        return 180 if self.network.currentData() == 3 and self.network.isEnabled() else 60
+        return 180 if self._is_3d_chosen() else 60
+
+    def _is_3d_chosen(self) -> bool:
+        return bool(self.network.currentData() == 3 and self.network.isEnabled())
 
     def _network_changed(self, *_: Any) -> None:
-        """Switch the time budget between the defaults, unless the user chose another."""
+        """Switch the time budget and learning rate between the 2-D and 3-D defaults, unless
+        the user chose others."""
         if self.budget_unit.currentText() == "seconds" and self.budget.value() in (60, 180):
             self.budget.setValue(self._default_seconds())
+        defaults = (TrainConfig.learning_rate, TrainConfig.volume_learning_rate)
+        if any(math.isclose(self.learning_rate.value(), rate) for rate in defaults):
+            self.learning_rate.setValue(defaults[1] if self._is_3d_chosen() else defaults[0])
 
     @staticmethod
     def network_choices(image: Any) -> tuple[int, ...]:
@@ -270,7 +278,9 @@ class TrainSection(JobSection):
             "loss": self.loss.currentText(),
             "max_seconds": float(self.budget.value()) if seconds else None,
             "max_epochs": DEFAULT_MAX_EPOCHS if seconds else int(self.budget.value()),  # cap
+            # one box for both kinds of model: it shows the default of the network chosen
             "learning_rate": float(self.learning_rate.value()),
+            "volume_learning_rate": float(self.learning_rate.value()),
             "validation_fraction": float(self.validation.value()),
             **self.extra_settings,
         }
@@ -326,7 +336,7 @@ class TrainSection(JobSection):
             )
         try:
             settings = self.settings()
-            from napari_unetseg.core import TrainConfig, UnetSegError
+            from napari_unetseg.core import UnetSegError
 
             TrainConfig(**settings)
         except UnetSegError as error:

@@ -531,8 +531,9 @@ class TrainConfig:
     (:mod:`napari_unetseg.core.borders`).
 
     A 3-D model (``spatial_dims=3``) trains on ``volume_batch_size`` patches of
-    ``volume_patch_size`` (z, y, x) voxels instead of ``batch_size`` and ``patch_size``;
-    the patch's depth is cut to the stack's.
+    ``volume_patch_size`` (z, y, x) voxels at ``volume_learning_rate`` instead of
+    ``batch_size``, ``patch_size`` and ``learning_rate``; the patch's depth is cut to the
+    stack's.
     """
 
     mode: TrainMode = "sparse"
@@ -558,6 +559,7 @@ class TrainConfig:
     align_borders: bool = True
     volume_patch_size: tuple[int, ...] = (16, 64, 64)
     volume_batch_size: int = 2
+    volume_learning_rate: float = 1e-3
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
@@ -589,6 +591,10 @@ class TrainConfig:
         _check(
             0 < self.learning_rate < 1,
             f"learning_rate must be in (0, 1), got {self.learning_rate}.",
+        )
+        _check(
+            0 < self.volume_learning_rate < 1,
+            f"volume_learning_rate must be in (0, 1), got {self.volume_learning_rate}.",
         )
         _check(self.weight_decay >= 0, "weight_decay must not be negative.")
         _check(0 <= self.warmup_fraction < 1, "warmup_fraction must be in [0, 1).")

@@ -144,6 +144,7 @@ def train_iter(
 
     volumes = model_config.spatial_dims == 3
     batch_size = config.volume_batch_size if volumes else config.batch_size
+    base_rate = config.volume_learning_rate if volumes else config.learning_rate
     split, patch, patch_pixels, sampler, regions = _arrange(
         planes, config, model_config, rng, n_classes
     )
@@ -151,7 +152,7 @@ def train_iter(
     model.to(device)
     model.train()
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        model.parameters(), lr=base_rate, weight_decay=config.weight_decay
     )
     # Mixed precision: float16 with loss scaling on CUDA, bfloat16 on CPUs that compute it natively.
     use_amp = config.mixed_precision and (
@@ -334,7 +335,7 @@ def train_iter(
 
     def step() -> float:
         for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * rate_factor()
+            group["lr"] = base_rate * rate_factor()
         xb, yb, mb = (torch.from_numpy(a) for a in sampler.sample(batch_size))
         if config.augment:
             xb, yb, mb = augment(xb, yb, mb, config.intensity_jitter, generator)
