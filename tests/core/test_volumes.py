@@ -301,8 +301,13 @@ def test_objects_model_in_3d_trains_and_returns_unique_ids():
         painted[z][ids[z] == 0] = 1
         painted[z][ids[z] > 0] = ids[z][ids[z] > 0] + 1
     seg = Segmenter.create(1, 3, task="objects", spatial_dims=3, **TINY)
-    config = TrainConfig(
-        max_seconds=None, max_epochs=6, steps_per_epoch=10, volume_patch_size=(8, 32, 32), threads=1
+    config = TrainConfig(  # 60 steps of a tiny model: the 2-D rate, not the slower 3-D default
+        max_seconds=None,
+        max_epochs=6,
+        steps_per_epoch=10,
+        volume_patch_size=(8, 32, 32),
+        volume_learning_rate=3e-3,
+        threads=1,
     )
     seg.train(image, painted, config, progress=False)
     labels = seg.segment(image)
