@@ -194,15 +194,16 @@ def test_default_training_on_sparse_nuclei_reaches_high_dice():
 
 
 def test_the_end_of_a_run_is_budgeted_from_measured_forward_passes():
+    from napari_unetseg.core.train import BORDER_SECONDS_PER_PIXEL as BORDER
     from napari_unetseg.core.train import FinishEstimate
 
     finish = FinishEstimate(region_pixels=1000, share_pixels=4000, step_pixels=30_000)
     assert finish.seconds() == 0.0  # nothing measured yet
     finish.stepped(0.3)  # a step's three forward passes of 10 000 px: 1e-5 s/px
-    assert finish.seconds() == pytest.approx(1e-5 * (4000 + 2 * 1000))
+    assert finish.seconds() == pytest.approx(1e-5 * (4000 + 2 * 1000) + BORDER * 4000)
     finish.validated(0.02)  # validation measures it directly: 2e-5 s/px, and wins
     finish.stepped(0.3)
-    assert finish.seconds() == pytest.approx(2e-5 * 6000)
+    assert finish.seconds() == pytest.approx(2e-5 * 6000 + BORDER * 4000)
     assert finish.validation_seconds == pytest.approx(0.02)
     without_shares = FinishEstimate(region_pixels=1000, share_pixels=0, step_pixels=30_000)
     without_shares.validated(0.01)
