@@ -84,34 +84,33 @@ def estimate_pixels(planes: list[TrainingPlane]) -> int:
     return total
 
 
-class PredictedPixels(NamedTuple):
-    """The network's output on crops of the training planes, pixel by pixel."""
-
-    probabilities: np.ndarray  # (pixels, classes)
-    intensities: np.ndarray  # (pixels, channels): the normalised image
-    smoothed: np.ndarray  # the same, Gaussian-smoothed (σ = 1 pixel) to see past noise
-    painted: np.ndarray  # (pixels,): the painted class, -1 where unpainted
+Windows = list[list[tuple[slice, ...]]]
 
 
-def predicted_pixels(
+def crop_windows(planes: list[TrainingPlane], rng: np.random.Generator) -> Windows:
+    """For each plane, the windows the class shares are estimated on (see ``_windows``)."""
+    return [_windows(plane, rng) for plane in planes]
+
+
+def predicted_probabilities(
     model: nn.Module,
     planes: list[TrainingPlane],
+    windows: Windows,
     min_size: int | tuple[int, ...],
     device: torch.device,
-    rng: np.random.Generator,
     autocast_dtype: torch.dtype | None = None,
-) -> PredictedPixels:
-    """Softmax (or sigmoid) outputs on the training planes, with the pixels' values and paint.
+) -> np.ndarray:
+    """Softmax (or sigmoid) outputs in the planes' ``windows``, as (pixels, classes).
 
     ``min_size``: the multiple of each input side (one number, or one per spatial axis).
     """
-    found, values, smoothed, paint = [], [], [], []
+    found = []
     with (
         torch.inference_mode(),
         torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None),
     ):
-        for plane in planes:
-            for window in _windows(plane, rng):
+        for plane, plane_windows in zip(planes, windows, strict=True):
+            for window in plane_windows:
                 crop = plane.image[(slice(None), *window)]
                 shape = crop.shape[1:]
                 multiples = (min_size,) * len(shape) if isinstance(min_size, int) else min_size
@@ -126,17 +125,29 @@ def predicted_pixels(
                 else:
                     probs = torch.softmax(logits, 0)
                 found.append(probs.reshape(probs.shape[0], -1).T.cpu().numpy())
-                values.append(crop.reshape(crop.shape[0], -1).T)
-                blurred = ndi.gaussian_filter(crop.astype(np.float32), (0,) + (1.0,) * len(shape))
-                smoothed.append(blurred.reshape(crop.shape[0], -1).T)
-                painted = plane.train_mask[window] | plane.validation_mask[window]
-                paint.append(np.where(painted, plane.classes[window].astype(np.int64), -1).ravel())
-    return PredictedPixels(
-        np.concatenate(found),
-        np.concatenate(values),
-        np.concatenate(smoothed),
-        np.concatenate(paint),
-    )
+    return np.concatenate(found)
+
+
+class PaintedPixels(NamedTuple):
+    """The image and paint in the same windows, pixel by pixel, in the same order."""
+
+    intensities: np.ndarray  # (pixels, channels): the normalised image
+    smoothed: np.ndarray  # the same, Gaussian-smoothed (σ = 1 pixel) to see past noise
+    painted: np.ndarray  # (pixels,): the painted class, -1 where unpainted
+
+
+def painted_pixels(planes: list[TrainingPlane], windows: Windows) -> PaintedPixels:
+    """The normalised image, smoothed too, and the paint in the planes' ``windows``."""
+    values, smoothed, paint = [], [], []
+    for plane, plane_windows in zip(planes, windows, strict=True):
+        for window in plane_windows:
+            crop = plane.image[(slice(None), *window)]
+            values.append(crop.reshape(crop.shape[0], -1).T)
+            blurred = ndi.gaussian_filter(crop.astype(np.float32), (0,) + (1.0,) * len(window))
+            smoothed.append(blurred.reshape(crop.shape[0], -1).T)
+            painted = plane.train_mask[window] | plane.validation_mask[window]
+            paint.append(np.where(painted, plane.classes[window].astype(np.int64), -1).ravel())
+    return PaintedPixels(np.concatenate(values), np.concatenate(smoothed), np.concatenate(paint))
 
 
 def output_layer(model: nn.Module) -> nn.Conv2d | nn.Conv3d | None:
@@ -181,24 +192,28 @@ def class_share_shift(
     conv = output_layer(model)
     if conv is None:
         return None
+    windows = crop_windows(planes, rng)
     was_training = model.training
     model.eval()
     try:
-        pixels = predicted_pixels(model, planes, min_size, device, rng, autocast_dtype)
+        probabilities = predicted_probabilities(
+            model, planes, windows, min_size, device, autocast_dtype
+        )
     finally:
         model.train(was_training)
-    n = pixels.probabilities.shape[1]
+    n = probabilities.shape[1]
     trained = np.full(n, 1.0 / n)
-    shares = class_shares_em(pixels.probabilities, trained)
+    shares = class_shares_em(probabilities, trained)
     if conv.out_channels == 1:  # one sigmoid output: the foreground's log-odds
         shift = np.array([np.log(shares[1] / shares[0]) - np.log(trained[1] / trained[0])])
     else:
         shift = np.log(shares) - np.log(trained)
     border_shift = 0.0
     if align_borders and n == 2:
-        p = np.clip(pixels.probabilities.astype(np.float64), 1e-7, 1.0)
+        p = np.clip(probabilities.astype(np.float64), 1e-7, 1.0)
         foreground_logits = np.log(p[:, 1]) - np.log(p[:, 0])
         foreground_logits += shift[0] if conv.out_channels == 1 else shift[1] - shift[0]
+        pixels = painted_pixels(planes, windows)  # read only for a two-class model
         border_shift = brightness_aligned_shift(
             foreground_logits, pixels.intensities, pixels.painted, rng, pixels.smoothed
         )
