@@ -271,13 +271,17 @@ def train_iter(
         if estimate is None:
             return
         shares, shift, border_shift = estimate
+
+        def record(fraction: float) -> None:
+            history.class_shares = [round(float(v), 4) for v in shares]
+            history.class_shares_applied = fraction
+            history.border_shift = fraction * border_shift
+
         # the kept weights were scored when they were chosen; others are scored now
         before = best.dice if best.state is not None else held_out_dice()
         if before is None:  # nothing to check against
             shift_output_bias(model, shift)
-            history.class_shares = [round(float(v), 4) for v in shares]
-            history.class_shares_applied = 1.0
-            history.border_shift = border_shift
+            record(1.0)
             return
         applied = 0.0
         for fraction in SHARES_STEPS:
@@ -285,9 +289,7 @@ def train_iter(
             applied = fraction
             after = held_out_dice()
             if after is not None and after >= before - SHARES_TOLERANCE:
-                history.class_shares = [round(float(v), 4) for v in shares]
-                history.class_shares_applied = fraction
-                history.border_shift = fraction * border_shift
+                record(fraction)
                 return
         shift_output_bias(model, -applied * shift)
         history.warnings.append(
