@@ -348,7 +348,9 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.real", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a crop, 4 training steps: checks it runs")
+    parser.add_argument(
+        "--quick", action="store_true", help="a crop, 4 training steps: checks it runs"
+    )
     parser.add_argument("--seeds", type=int, default=3, help="painting variants per image")
     parser.add_argument("--first-seed", type=int, default=0, help="the first painting seed")
     parser.add_argument("--cases", nargs="+", help="case names to run (default: all)")
@@ -441,7 +443,7 @@ def run_stacks(args: argparse.Namespace, options: dict[str, Any]) -> int:
         cases = cases[:1]
     rows = []
     for case in cases:
-        first = getattr(args, "first_seed", 0)
+        first = args.first_seed
         for seed in range(first, first + (1 if args.quick else args.seeds)):
             row = run_stack_case(case, seed, quick=args.quick, epochs=epochs, options=options)
             rows.append(row)
