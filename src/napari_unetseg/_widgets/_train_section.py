@@ -44,6 +44,10 @@ from ._layers import (
 from ._notify import report_exception, show_error, show_warning
 from ._pickers import LayerPicker
 
+#: Default time budgets in the form: a 3-D step takes several times a 2-D one.
+DEFAULT_SECONDS_2D = 60
+DEFAULT_SECONDS_3D = 180
+
 if TYPE_CHECKING:
     import napari
 
@@ -94,7 +98,7 @@ class TrainSection(JobSection):
         self.mode.setToolTip("How the labels were painted; hover over a choice for its meaning.")
         self.budget = QSpinBox()
         self.budget.setRange(1, 100_000)
-        self.budget.setValue(60)
+        self.budget.setValue(DEFAULT_SECONDS_2D)
         self.budget_unit = narrow_combo(7)
         self.budget_unit.addItems(["seconds", "epochs"])
         self.budget_unit.currentTextChanged.connect(
@@ -235,7 +239,7 @@ class TrainSection(JobSection):
 
     def _default_seconds(self) -> int:
         """A 3-D step takes several times a 2-D one: its default budget is 180 s, not 60 s."""
-        return 180 if self._is_3d_chosen() else 60
+        return DEFAULT_SECONDS_3D if self._is_3d_chosen() else DEFAULT_SECONDS_2D
 
     def _is_3d_chosen(self) -> bool:
         return bool(self.network.currentData() == 3 and self.network.isEnabled())
@@ -243,7 +247,8 @@ class TrainSection(JobSection):
     def _network_changed(self, *_: Any) -> None:
         """Switch the time budget and learning rate between the 2-D and 3-D defaults, unless
         the user chose others."""
-        if self.budget_unit.currentText() == "seconds" and self.budget.value() in (60, 180):
+        seconds = (DEFAULT_SECONDS_2D, DEFAULT_SECONDS_3D)
+        if self.budget_unit.currentText() == "seconds" and self.budget.value() in seconds:
             self.budget.setValue(self._default_seconds())
         defaults = (TrainConfig.learning_rate, TrainConfig.volume_learning_rate)
         if any(math.isclose(self.learning_rate.value(), rate) for rate in defaults):
