@@ -104,3 +104,18 @@ def test_a_two_class_border_moves_with_the_shares_and_is_recorded(nuclei_small):
         progress=False,
     )
     assert not unaligned.border_shift  # 0.0, or None where the shares were not applied
+
+
+def test_the_adjustment_is_told_in_words():
+    from napari_unetseg.core.training_events import TrainingHistory
+
+    history = TrainingHistory(class_shares=[0.87, 0.13], class_shares_applied=1.0)
+    assert history.adjustment_note(("background", "nuclei")) == (
+        "The output was matched to the class shares found in the image "
+        "(background 87 %, nuclei 13 %)."
+    )
+    history.class_shares_applied, history.border_shift = 0.5, -0.75
+    note = history.adjustment_note(("background",))
+    assert "partly matched" in note and "class 1 13 %" in note and "brightness step" in note
+    assert TrainingHistory().adjustment_note(("background", "nuclei")) == ""
+    assert TrainingHistory(class_shares=[0.9, 0.1]).adjustment_note(()) == ""  # not applied

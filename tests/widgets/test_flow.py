@@ -162,3 +162,17 @@ def test_demo_loads_the_sample_and_docks_the_widget(viewer, qtbot):
     assert [layer.name for layer in viewer.layers] == ["nuclei", "nuclei strokes"]
     assert widget.train_section.labels_picker.layer().name == "nuclei strokes"
     qtbot.waitUntil(lambda: widget.warm_up is None, timeout=30_000)
+
+
+def test_done_says_how_the_output_was_matched_to_the_image(widget, tiny_segmenter):
+    from napari_unetseg.core import TrainingDone
+    from napari_unetseg.core.training_events import TrainingHistory
+
+    widget.session.segmenter = tiny_segmenter(n_classes=2)
+    history = TrainingHistory(
+        steps=300, class_shares=[0.8, 0.2], class_shares_applied=1.0, border_shift=-0.5
+    )
+    widget.train_section._on_event(TrainingDone(history))
+    text = widget.train_section.status.text()
+    assert "Done (all epochs done): 300 steps" in text
+    assert "background 80 %, class 1 20 %" in text and "brightness step" in text

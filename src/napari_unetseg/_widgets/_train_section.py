@@ -523,9 +523,11 @@ class TrainSection(JobSection):
                 if h.steps == 0
                 else "The best weights are kept; press Segment."
             )
+            model = self.session.segmenter
+            adjusted = h.adjustment_note(model.config.names) if model is not None else ""
             self.status.setText(
                 f"Done ({why}): {h.steps} steps, {h.epochs} epochs in "
-                f"{format_seconds(h.elapsed)}{dice}. {kept}"
+                f"{format_seconds(h.elapsed)}{dice}. {kept}" + (f" {adjusted}" if adjusted else "")
             )
             for warning in h.warnings:
                 show_warning(f"Training: {warning}")

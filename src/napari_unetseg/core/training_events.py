@@ -106,6 +106,22 @@ class TrainingHistory:
     def epochs(self) -> int:
         return len(self.epoch_losses)
 
+    def adjustment_note(self, class_names: tuple[str, ...] | list[str]) -> str:
+        """One sentence on how the output was matched to the image after training ('' if not)."""
+        if not self.class_shares or not self.class_shares_applied:
+            return ""
+        names = list(class_names)[: len(self.class_shares)]
+        names += [f"class {i}" for i in range(len(names), len(self.class_shares))]
+        shares = ", ".join(
+            f"{name} {100 * share:.0f} %"
+            for name, share in zip(names, self.class_shares, strict=True)
+        )
+        partly = "" if self.class_shares_applied >= 1 else " partly"
+        note = f"The output was{partly} matched to the class shares found in the image ({shares})"
+        if self.border_shift:
+            note += ", and the border moved onto the brightness step between the painted classes"
+        return note + "."
+
     def summary(self) -> dict[str, Any]:
         """A JSON-friendly digest, stored in the model's config."""
         return {
