@@ -138,9 +138,11 @@ def paint_objects(
     *,
     n_objects: int = 30,
     background_fraction: float = 0.01,
+    part: str = "left",
 ) -> np.ndarray:
-    """Whole objects on the left half, each with its own id from 2, and background strokes (1)."""
-    region = paint_region(instances.shape)
+    """Whole objects on the left half (or ``part="all"``), each with its own id from 2, and
+    background strokes (1)."""
+    region = paint_region(instances.shape, part)
     inside = np.unique(instances[region])
     crossing = np.unique(instances[~region])
     candidates = np.setdiff1d(inside[inside > 0], crossing)

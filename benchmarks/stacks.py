@@ -26,7 +26,7 @@ from skimage.segmentation import find_boundaries
 from napari_unetseg.core import Segmenter, TrainConfig
 from napari_unetseg.core.metrics import object_f1
 
-from .painting import paint_strokes
+from .painting import paint_objects, paint_strokes
 
 DATA_NOTE = "benchmarks/data (see SOURCE.txt)"
 
@@ -40,6 +40,7 @@ class StackCase:
     crop: tuple[slice, ...] | None = None
     noise: float = 0.0  # Gaussian noise, as a share of the 1-99.8 % intensity range
     n_planes: int = 3
+    objects: bool = False  # whole objects painted, object models trained (F1 is the score)
 
 
 STACK_CASES = [
@@ -55,7 +56,17 @@ STACK_CASES = [
         noise=0.25,
     ),
     StackCase("ovule membranes 3-D", "ovule_membranes", "walls", (0.235, 0.15, 0.15)),
+    StackCase(
+        "gonuclear nuclei 3-D, objects",
+        "gonuclear_nuclei",
+        "nuclei",
+        (0.284, 0.127, 0.127),
+        objects=True,
+    ),
 ]
+
+#: Objects painted whole on each painted plane of an object case (30 in all, as in 2-D).
+OBJECTS_PER_PLANE = 10
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,22 @@ def paint_planes(
     return painted
 
 
+def paint_plane_objects(
+    instances: np.ndarray, planes: list[int], rng: np.random.Generator, per_plane: int
+) -> np.ndarray:
+    """Whole objects (their cut through each plane) and background strokes on the given
+    planes; every painted object has its own id across the stack, from 2."""
+    painted = np.zeros(instances.shape, np.uint16)
+    next_id = 2
+    for z in planes:
+        plane = paint_objects(instances[z], rng, n_objects=per_plane, part="all")
+        objects = plane >= 2
+        painted[z][plane == 1] = 1
+        painted[z][objects] = plane[objects] - 2 + next_id
+        next_id += int(plane.max()) - 1 if objects.any() else 0
+    return painted
+
+
 # --------------------------------------------------------------------------- contenders
 
 
@@ -123,8 +150,9 @@ def unet(
     (``quick``: a tiny one, to check that the benchmark runs)."""
     voxel = case.voxel_size if spatial_dims == 3 else None
     size = {"base_width": 4, "depth": 2} if quick else {}
-    segmenter = Segmenter.create(spatial_dims=spatial_dims, voxel_size=voxel, **size)
-    config = TrainConfig(**options)
+    task = "objects" if case.objects else "semantic"
+    segmenter = Segmenter.create(spatial_dims=spatial_dims, voxel_size=voxel, task=task, **size)
+    config = TrainConfig(**({"mode": "objects"} if case.objects else {}) | options)
     started = time.perf_counter()
     history = segmenter.train(stack.image, painted, config, progress=False)
     trained = time.perf_counter() - started
@@ -132,7 +160,7 @@ def unet(
     labels = segmenter.segment(stack.image)
     predicted = time.perf_counter() - started
     per_step = voxels_per_step(segmenter, config, stack.image.shape)
-    return labels == 1, {
+    return labels, {
         "steps": history.steps,
         "train_seconds": round(trained, 1),
         "train_voxels_per_second": round(history.steps * per_step / max(trained, 1e-9)),
@@ -169,8 +197,9 @@ def forest_3d(image: np.ndarray, painted: np.ndarray, seed: int, quick: bool) ->
         scaled(image), intensity=True, edges=True, texture=True, sigma_min=1, sigma_max=16
     )
     where = painted > 0
+    target = np.minimum(painted[where], 2)  # objects: every id from 2 is foreground
     model = RandomForestClassifier(n_estimators=10 if quick else 100, n_jobs=1, random_state=seed)
-    model.fit(features[where], painted[where])
+    model.fit(features[where], target)
     predicted = model.predict(features.reshape(-1, features.shape[-1]))
     return predicted.reshape(image.shape) == 2
 
@@ -182,7 +211,7 @@ def otsu_3d(image: np.ndarray, painted: np.ndarray, sigma: float = 0.0) -> np.nd
     values = scaled(image)
     if sigma:
         values = gaussian(values, sigma)
-    bright = values[painted == 2].mean() > values[painted == 1].mean()
+    bright = values[painted >= 2].mean() > values[painted == 1].mean()
     threshold = threshold_otsu(values)
     return (values > threshold) if bright else (values <= threshold)
 
@@ -196,8 +225,13 @@ def dice_on(predicted: np.ndarray, truth: np.ndarray, where: np.ndarray) -> floa
     return float(2 * (p & t).sum() / total) if total else 1.0
 
 
-def f1_on_planes(predicted: np.ndarray, instances: np.ndarray, planes: np.ndarray) -> float:
-    """Object F1 at IoU 0.5 of 3-D connected components, on the unpainted planes."""
+def f1_on_planes(
+    predicted: np.ndarray, instances: np.ndarray, planes: np.ndarray, objects: bool = False
+) -> float:
+    """Object F1 at IoU 0.5 on the unpainted planes: of 3-D connected components of a
+    foreground, or of an object model's own ids (``objects``)."""
+    if objects:
+        return float(object_f1(instances[planes], predicted[planes]))
     ids, _ = ndi.label(predicted)
     sizes = np.bincount(ids.ravel())
     small = sizes < 15
@@ -212,7 +246,12 @@ def run_stack_case(
     stack = load_stack(case, quick, seed)
     rng = np.random.default_rng(seed)
     planes = painted_planes(stack.image.shape[0], case.n_planes)
-    painted = paint_planes(stack, planes, rng, thin=case.kind == "walls")
+    if case.objects:
+        assert stack.instances is not None
+        per_plane = 3 if quick else OBJECTS_PER_PLANE
+        painted = paint_plane_objects(stack.instances, planes, rng, per_plane)
+    else:
+        painted = paint_planes(stack, planes, rng, thin=case.kind == "walls")
     unpainted = np.ones(stack.image.shape[0], bool)
     unpainted[planes] = False
     scored = np.zeros(stack.image.shape, bool)
@@ -220,8 +259,10 @@ def run_stack_case(
     train = {"max_seconds": None, "max_epochs": epochs} | options
     results: dict[str, np.ndarray] = {}
     info: dict[str, Any] = {}
-    results["2-D"], info["2-D"] = unet(stack, painted, case, 2, train, quick)
-    results["3-D"], info["3-D"] = unet(stack, painted, case, 3, train, quick)
+    labels: dict[str, np.ndarray] = {}
+    for name, dims in (("2-D", 2), ("3-D", 3)):
+        labels[name], info[name] = unet(stack, painted, case, dims, train, quick)
+        results[name] = labels[name] >= 1 if case.objects else labels[name] == 1
     started = time.perf_counter()
     results["forest"] = forest_3d(stack.image, painted, seed, quick)
     info["forest"] = {"seconds": round(time.perf_counter() - started, 1)}
@@ -233,6 +274,7 @@ def run_stack_case(
         "shape": list(stack.image.shape),
         "painted_planes": planes,
         "painted_percent_of_painted_planes": round(100 * float((painted[planes] > 0).mean()), 2),
+        "objects_painted": int(np.unique(painted[painted >= 2]).size),
         "truth_foreground_percent": round(100 * float(stack.foreground[scored].mean()), 1),
         "epochs": epochs,
         "info": info,
@@ -245,6 +287,9 @@ def run_stack_case(
         row["f1"] = {
             k: round(f1_on_planes(v, stack.instances, unpainted), 4) for k, v in results.items()
         }
+        if case.objects:  # the 3-D model's own ids; 2-D ids stop at each plane, so it keeps
+            ids = labels["3-D"]  # the 3-D components of its foreground
+            row["f1"]["3-D"] = round(f1_on_planes(ids, stack.instances, unpainted, True), 4)
     return row
 
 

@@ -192,3 +192,24 @@ def test_quick_active_painting_benchmark_compares_both_strategies(tmp_path, caps
     half = result["rows"][0]["curves"]["suggested"]["boxes"][0]
     assert all(box[1] < 96 for box in half)  # windows start on the painted (left) half
     assert "last_round_gain" in result["summary"]["tissue nuclei 0"]
+
+
+def test_quick_stack_objects_case_trains_object_models_and_scores_their_ids():
+    pytest.importorskip("sklearn")
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.stacks import STACK_CASES, load_stack, paint_plane_objects, run_stack_case
+    finally:
+        sys.path.remove(str(ROOT))
+    (case,) = [c for c in STACK_CASES if c.objects]
+    stack = load_stack(case, quick=True, seed=0)
+    painted = paint_plane_objects(stack.instances, [4, 8], np.random.default_rng(0), 3)
+    assert set(np.nonzero(painted.any(axis=(1, 2)))[0]) == {4, 8}  # only the planes asked
+    ids = np.unique(painted[painted >= 2])
+    assert len(ids) >= 2 and ids.min() == 2 and ids.max() == 1 + len(ids)  # unique, in a row
+    for i in ids:  # each painted object is one real object's cut
+        assert len(np.unique(stack.instances[painted == i])) == 1
+    row = run_stack_case(case, 0, quick=True, epochs=1, options={"steps_per_epoch": 2})
+    assert row["objects_painted"] >= 2
+    assert set(row["f1"]) == {"2-D", "3-D", "forest", "otsu", "gaussian+otsu"}
+    assert all(0 <= v <= 1 for v in row["f1"].values())
