@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from napari_unetseg.core import InputError, TrainConfig
-from napari_unetseg.core.targets import BOUNDARY, INTERIOR, check_painted_classes, make_targets
+from napari_unetseg.core.targets import (
+    BACKGROUND,
+    BOUNDARY,
+    INTERIOR,
+    check_painted_classes,
+    make_targets,
+)
 
 
 def test_sparse_labels_shift_classes_and_mask_unpainted():
@@ -31,6 +37,34 @@ def test_touching_objects_get_a_boundary_between_them():
     assert not targets.mask[0].any()
     dense = make_targets(labels - 1, TrainConfig(mode="objects-dense"), 3)
     assert dense.mask.all() and dense.classes[5, 5] == BOUNDARY
+
+
+def test_unpainted_pixels_touching_a_whole_painted_object_count_as_background():
+    labels = np.zeros((9, 9), np.uint16)
+    labels[3:6, 3:6] = 2  # one whole object, nothing else painted
+    labels[8, 8] = 1
+    targets = make_targets(labels, TrainConfig(mode="objects"), 3)
+    ring = np.zeros((9, 9), bool)
+    ring[2, 3:6] = ring[6, 3:6] = ring[3:6, 2] = ring[3:6, 6] = True  # its 4-neighbours
+    np.testing.assert_array_equal(targets.mask, (labels > 0) | ring)
+    assert (targets.classes[ring] == BACKGROUND).all()
+    assert targets.classes[4, 4] == INTERIOR and targets.classes[3, 3] == BOUNDARY
+    assert not targets.mask[2, 2]  # a diagonal neighbour is left unknown
+    plain = make_targets(labels, TrainConfig(mode="objects", background_around_objects=False), 3)
+    np.testing.assert_array_equal(plain.mask, labels > 0)
+
+
+def test_the_ring_never_overrides_paint_and_stays_in_its_plane():
+    from napari_unetseg.core.volumes import volume_object_classes
+
+    labels = np.zeros((3, 8, 8), np.uint16)
+    labels[1, 2:5, 2:5] = 2
+    labels[1, 2:5, 5:7] = 3  # touches object 2: its pixels keep their own classes
+    classes, mask = volume_object_classes(labels, TrainConfig(mode="objects"))
+    assert not mask[0].any() and not mask[2].any()  # planes above and below stay unknown
+    assert mask[1, 1, 2:7].all() and (classes[1, 1, 2:7] == BACKGROUND).all()
+    assert (classes[1, 2:5, 5] == BOUNDARY).all()  # object 3's edge, not a ring
+    assert not mask[1, 6, 0] and not mask[1, 0, 0]
 
 
 def test_labels_are_never_modified():

@@ -528,7 +528,9 @@ class TrainConfig:
     (percentile for a new model); a value given here is stored with the model.
     ``align_borders`` (with ``correct_class_shares``) moves a two-class model's border onto
     the brightness step between its painted classes, where they differ in brightness
-    (:mod:`napari_unetseg.core.borders`).
+    (:mod:`napari_unetseg.core.borders`). ``background_around_objects`` ("objects" mode)
+    counts the unpainted pixels touching a painted object, in its plane, as background: a
+    whole painted object ends there.
 
     A 3-D model (``spatial_dims=3``) trains on ``volume_batch_size`` patches of
     ``volume_patch_size`` (z, y, x) voxels at ``volume_learning_rate`` instead of
@@ -557,6 +559,7 @@ class TrainConfig:
     threads: int | None = None
     correct_class_shares: bool = True
     align_borders: bool = True
+    background_around_objects: bool = True
     volume_patch_size: tuple[int, ...] = (16, 64, 64)
     volume_batch_size: int = 2
     volume_learning_rate: float = 1e-3

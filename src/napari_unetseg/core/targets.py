@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
 from .config import MAX_CLASSES, TrainConfig
@@ -48,6 +49,17 @@ def object_classes(ids: np.ndarray, is_object: np.ndarray) -> np.ndarray:
     return classes
 
 
+def ring_around_objects(is_object: np.ndarray, painted: np.ndarray) -> np.ndarray:
+    """Unpainted pixels that touch a painted object within its plane (Y, X: the last two axes).
+
+    A whole painted object ends there, so they are background or another object's edge.
+    """
+    structure = np.zeros((3,) * is_object.ndim, bool)
+    centre = (1,) * (is_object.ndim - 2)
+    structure[centre] = ndi.generate_binary_structure(2, 1)
+    return ndi.binary_dilation(is_object, structure) & ~painted
+
+
 def make_targets(labels: np.ndarray, config: TrainConfig, n_outputs: int) -> Targets:
     """Class indices and loss mask for one 2-D plane of painted labels (never modified)."""
     labels = check_labels_dtype(labels)
@@ -61,6 +73,9 @@ def make_targets(labels: np.ndarray, config: TrainConfig, n_outputs: int) -> Tar
         mask = labels > 0
         is_object = labels >= 2
         classes = object_classes(labels, is_object)
+        if config.background_around_objects:
+            ring = ring_around_objects(is_object, mask)
+            classes[ring], mask = BACKGROUND, mask | ring
     else:  # objects-dense
         mask = np.ones(labels.shape, bool)
         classes = object_classes(labels, labels >= 1)

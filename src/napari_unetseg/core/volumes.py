@@ -39,10 +39,12 @@ from .predict import (
 )
 from .sampling import TrainingPlane
 from .targets import (
+    BACKGROUND,
     BOUNDARY,
     check_painted_classes,
     make_targets,
     object_classes,
+    ring_around_objects,
 )
 from .validation import (
     VALIDATION_MARGIN,
@@ -158,6 +160,9 @@ def volume_object_classes(labels: np.ndarray, config: TrainConfig) -> tuple[np.n
     for side, objects in ((slice(None, -1), is_object[:-1]), (slice(1, None), is_object[1:])):
         view = classes[side]
         view[both & objects] = BOUNDARY
+    if not dense and config.background_around_objects:
+        ring = ring_around_objects(is_object, mask)
+        classes[ring], mask = BACKGROUND, mask | ring
     return classes, mask
 
 
