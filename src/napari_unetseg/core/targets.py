@@ -57,7 +57,9 @@ def ring_around_objects(is_object: np.ndarray, painted: np.ndarray) -> np.ndarra
     structure = np.zeros((3,) * is_object.ndim, bool)
     centre = (1,) * (is_object.ndim - 2)
     structure[centre] = ndi.generate_binary_structure(2, 1)
-    return ndi.binary_dilation(is_object, structure) & ~painted
+    grown = np.asarray(ndi.binary_dilation(is_object, structure), bool)
+    ring: np.ndarray = grown & ~painted
+    return ring
 
 
 def make_targets(labels: np.ndarray, config: TrainConfig, n_outputs: int) -> Targets:
