@@ -176,3 +176,13 @@ def test_done_says_how_the_output_was_matched_to_the_image(widget, tiny_segmente
     text = widget.train_section.status.text()
     assert "Done (all epochs done): 300 steps" in text
     assert "background 80 %, class 1 20 %" in text and "brightness step" in text
+
+
+def test_each_painting_mode_explains_itself_on_hover(widget):
+    from qtpy.QtCore import Qt
+
+    mode = widget.train_section.mode
+    tips = {mode.itemData(i): mode.itemData(i, Qt.ItemDataRole.ToolTipRole) for i in range(4)}
+    assert set(tips) == {"sparse", "objects", "dense", "objects-dense"}
+    assert "just outside each one are learnt as background" in tips["objects"]
+    assert all(tips.values())

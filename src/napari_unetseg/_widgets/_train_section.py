@@ -55,7 +55,11 @@ if TYPE_CHECKING:
 
 MODES = {
     "sparse": ("strokes", "0 unpainted (ignored), 1 background, 2, 3, ... classes"),
-    "objects": ("strokes, objects", "0 unpainted, 1 background, each object its own id from 2"),
+    "objects": (
+        "strokes, objects",
+        "0 unpainted, 1 background, each object its own id from 2; paint objects whole: "
+        "the pixels just outside each one are learnt as background",
+    ),
     "dense": ("dense masks", "every pixel labelled: 0 background, 1, 2, ... classes"),
     "objects-dense": ("dense objects", "every pixel labelled: 0 background, one id per object"),
 }
