@@ -38,6 +38,9 @@ def run_headless_demo(seconds: float, objects: bool = False) -> dict[str, float]
         "dice_right_half": dice(labels[right], scene.classes[right]),
     }
     print(f"Trained {history.steps} steps in {trained:.1f} s.")
+    adjusted = history.adjustment_note(segmenter.config.names)
+    if adjusted:
+        print(adjusted)
     for warning in history.warnings:
         print(f"Note: {warning}")
     print(
