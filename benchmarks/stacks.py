@@ -284,12 +284,13 @@ def run_stack_case(
         },
     }
     if stack.instances is not None:
+        # an object case scores the 3-D model's own ids; 2-D ids stop at each plane, so 2-D,
+        # like the others, is scored on the 3-D components of its foreground
+        own_ids = {"3-D": labels["3-D"]} if case.objects else {}
         row["f1"] = {
-            k: round(f1_on_planes(v, stack.instances, unpainted), 4) for k, v in results.items()
+            k: round(f1_on_planes(v, stack.instances, unpainted, k in own_ids), 4)
+            for k, v in (results | own_ids).items()
         }
-        if case.objects:  # the 3-D model's own ids; 2-D ids stop at each plane, so it keeps
-            ids = labels["3-D"]  # the 3-D components of its foreground
-            row["f1"]["3-D"] = round(f1_on_planes(ids, stack.instances, unpainted, True), 4)
     return row
 
 
