@@ -530,15 +530,12 @@ class TrainConfig:
     the brightness step between its painted classes, where they differ in brightness
     (:mod:`napari_unetseg.core.borders`). ``background_around_objects`` ("objects" mode)
     counts the unpainted pixels touching a painted object, in its plane, as background: a
-    whole painted object ends there. ``consistency_weight`` weighs a term that asks for the
-    same answer on a patch and on its mirror image, on the unpainted pixels
-    (:mod:`napari_unetseg.core.consistency`); 0 turns it off.
+    whole painted object ends there.
 
     A 3-D model (``spatial_dims=3``) trains on ``volume_batch_size`` patches of
     ``volume_patch_size`` (z, y, x) voxels at ``volume_learning_rate`` instead of
-    ``batch_size``, ``patch_size`` and ``learning_rate``, and weighs the consistency term by
-    ``volume_consistency_weight`` (off: on the real stacks it did not help); the patch's depth
-    is cut to the stack's.
+    ``batch_size``, ``patch_size`` and ``learning_rate``; the patch's depth is cut to the
+    stack's.
     """
 
     mode: TrainMode = "sparse"
@@ -563,11 +560,9 @@ class TrainConfig:
     correct_class_shares: bool = True
     align_borders: bool = True
     background_around_objects: bool = True
-    consistency_weight: float = 10.0
     volume_patch_size: tuple[int, ...] = (16, 64, 64)
     volume_batch_size: int = 2
     volume_learning_rate: float = 1e-3
-    volume_consistency_weight: float = 0.0
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
@@ -612,9 +607,6 @@ class TrainConfig:
         )
         _check(self.validation_block >= 8, "validation_block must be at least 8 pixels.")
         _check(0 <= self.intensity_jitter <= 1, "intensity_jitter must be in [0, 1].")
-        for name in ("consistency_weight", "volume_consistency_weight"):
-            value = getattr(self, name)
-            _check(0 <= value <= 1000, f"{name} must be in [0, 1000] (0 is off), got {value}.")
         _check(
             self.threads is None or self.threads >= 1,
             f"threads must be None (chosen while training) or at least 1, got {self.threads}.",

@@ -13,17 +13,12 @@ from .errors import ConfigError
 LOSS_NAMES = ("bce+dice", "dice", "bce", "ce+dice", "ce")
 
 
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Sigmoid of one output channel, softmax over several."""
-    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
-
-
 def _probabilities_and_onehot(
     logits: torch.Tensor, target: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    probs = probabilities(logits)
     if logits.shape[1] == 1:
-        return probs, target.unsqueeze(1).to(logits.dtype)
+        return torch.sigmoid(logits), target.unsqueeze(1).to(logits.dtype)
+    probs = torch.softmax(logits, dim=1)
     onehot = F.one_hot(target.clamp(0, logits.shape[1] - 1), logits.shape[1])
     return probs, onehot.movedim(-1, 1).to(logits.dtype)
 

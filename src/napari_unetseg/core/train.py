@@ -21,7 +21,6 @@ from torch import nn
 
 from .allocator import in_a_job
 from .config import ModelConfig, TrainConfig
-from .consistency import CONSISTENCY_FROM, CONSISTENCY_FROM_STEP, mirror_consistency
 from .devices import cpu_has_native_bfloat16
 from .errors import UnetSegError
 from .losses import masked_loss, resolve_loss_name
@@ -146,7 +145,6 @@ def train_iter(
     volumes = model_config.spatial_dims == 3
     batch_size = config.volume_batch_size if volumes else config.batch_size
     base_rate = config.volume_learning_rate if volumes else config.learning_rate
-    consistency_weight = config.volume_consistency_weight if volumes else config.consistency_weight
     split, patch, patch_pixels, sampler, regions = _arrange(
         planes, config, model_config, rng, n_classes
     )
@@ -198,14 +196,6 @@ def train_iter(
         if config.max_epochs is not None:
             done.append(history.steps / (config.max_epochs * config.steps_per_epoch))
         return min(1.0, max(done))
-
-    def consistency_started() -> bool:
-        if until_stopped:
-            return history.steps >= CONSISTENCY_FROM_STEP
-        return progress() >= CONSISTENCY_FROM
-
-    def precision() -> torch.autocast:
-        return torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp)
 
     def remaining() -> float | None:
         if until_stopped:
@@ -357,11 +347,9 @@ def train_iter(
         yb = yb.to(device, non_blocking=pin)
         mb = mb.to(device, non_blocking=pin)
         optimizer.zero_grad(set_to_none=True)
-        with precision():
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
             logits = model(xb)
         loss = masked_loss(loss_name, logits.float(), yb, mb)
-        if consistency_weight > 0 and consistency_started():
-            loss = loss + consistency_weight * mirror_consistency(model, xb, logits, mb, precision)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
