@@ -98,29 +98,3 @@ def test_labels_are_never_modified():
 def test_painting_mistakes_explain_what_to_do(labels, mode, n_outputs, message):
     with pytest.raises(InputError, match=message):
         check_painted_classes([labels], TrainConfig(mode=mode), n_outputs)
-
-
-def test_whole_objects_without_background_paint_train_on_the_ring_around_them():
-    labels = np.zeros((12, 12), np.uint16)
-    labels[2:5, 2:5], labels[7:10, 6:9] = 2, 3  # two whole objects, no label 1 anywhere
-    check_painted_classes([labels], TrainConfig(mode="objects"), 3)  # no error
-    targets = make_targets(labels, TrainConfig(mode="objects"), 3)
-    assert (targets.classes[targets.mask] == BACKGROUND).sum() == 2 * 12  # both rings
-    with pytest.raises(InputError, match="no background is painted"):
-        check_painted_classes(
-            [labels], TrainConfig(mode="objects", background_around_objects=False), 3
-        )
-
-
-def test_whole_painted_objects_alone_train_an_object_model():
-    from napari_unetseg.core import Segmenter
-    from napari_unetseg.core.synthetic import nuclei_scene
-
-    scene = nuclei_scene((64, 64), seed=2)
-    ids = np.unique(scene.instances)[1:5]
-    painted = np.where(np.isin(scene.instances, ids), scene.instances + 1, 0).astype(np.int32)
-    assert 1 not in painted
-    seg = Segmenter.create(base_width=4, depth=2, task="objects", device="cpu")
-    config = TrainConfig(mode="objects", max_seconds=None, max_epochs=1, steps_per_epoch=3)
-    history = seg.train(scene.image, painted, config.replace(batch_size=2, patch_size=32))
-    assert history.steps == 3 and seg.is_trained

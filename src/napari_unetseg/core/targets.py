@@ -84,13 +84,6 @@ def make_targets(labels: np.ndarray, config: TrainConfig, n_outputs: int) -> Tar
     return Targets(classes=classes, mask=mask)
 
 
-def _ring_is_background(labels_planes: list[np.ndarray], config: TrainConfig) -> bool:
-    """Whether whole painted objects bring their own background: the unpainted ring around them."""
-    return config.background_around_objects and any(
-        ring_around_objects(plane >= 2, plane > 0).any() for plane in labels_planes
-    )
-
-
 def check_painted_classes(
     labels_planes: list[np.ndarray], config: TrainConfig, n_outputs: int
 ) -> None:
@@ -133,15 +126,8 @@ def check_painted_classes(
                     f"Also paint {missing}."
                 )
         else:
-            if 1 not in painted and not _ring_is_background(labels_planes, config):
-                raise InputError(
-                    "no background is painted: paint some background with label 1"
-                    + (
-                        ", or leave unpainted pixels around the painted objects."
-                        if config.background_around_objects
-                        else "."
-                    )
-                )
+            if 1 not in painted:
+                raise InputError("no background is painted: paint some background with label 1.")
             if not any(v >= 2 for v in painted):
                 raise InputError(
                     "no object is painted: paint each object with its own label from 2."
