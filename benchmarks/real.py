@@ -97,14 +97,21 @@ def forest_features(image: np.ndarray) -> np.ndarray:
     )
 
 
-def forest(image: np.ndarray, painted: np.ndarray, seed: int, quick: bool) -> np.ndarray:
-    """The ilastik-style pixel classifier: filter features, a random forest on painted pixels."""
+def forest(
+    image: np.ndarray, painted: np.ndarray, seed: int, quick: bool, n_jobs: int = -1
+) -> np.ndarray:
+    """The ilastik-style pixel classifier: filter features, a random forest on painted pixels.
+
+    2-D or 3-D: the filters work in the image's own dimensions.
+    """
     from sklearn.ensemble import RandomForestClassifier
 
     features = forest_features(image)
     where = painted > 0
     target = np.minimum(painted[where], 2)  # objects: every id from 2 is foreground
-    model = RandomForestClassifier(n_estimators=10 if quick else 100, n_jobs=-1, random_state=seed)
+    model = RandomForestClassifier(
+        n_estimators=10 if quick else 100, n_jobs=n_jobs, random_state=seed
+    )
     model.fit(features[where], target)
     predicted = model.predict(features.reshape(-1, features.shape[-1]))
     return (predicted.reshape(image.shape) == 2).astype(np.uint8)

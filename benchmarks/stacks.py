@@ -188,20 +188,9 @@ def voxels_per_step(segmenter: Segmenter, config: TrainConfig, shape: tuple[int,
 
 def forest_3d(image: np.ndarray, painted: np.ndarray, seed: int, quick: bool) -> np.ndarray:
     """The ilastik-style random forest on 3-D filter features (σ 1-16 voxels)."""
-    from skimage.feature import multiscale_basic_features
-    from sklearn.ensemble import RandomForestClassifier
+    from .real import forest
 
-    from .real import scaled
-
-    features = multiscale_basic_features(
-        scaled(image), intensity=True, edges=True, texture=True, sigma_min=1, sigma_max=16
-    )
-    where = painted > 0
-    target = np.minimum(painted[where], 2)  # objects: every id from 2 is foreground
-    model = RandomForestClassifier(n_estimators=10 if quick else 100, n_jobs=1, random_state=seed)
-    model.fit(features[where], target)
-    predicted = model.predict(features.reshape(-1, features.shape[-1]))
-    return predicted.reshape(image.shape) == 2
+    return forest(image, painted, seed, quick, n_jobs=1) == 1
 
 
 def otsu_3d(image: np.ndarray, painted: np.ndarray, sigma: float = 0.0) -> np.ndarray:
