@@ -6,7 +6,13 @@ import torch
 from skimage.draw import ellipse
 from torch import nn
 
-from napari_unetseg.core import ModelConfig, NormalizationConfig, Segmenter, TrainConfig
+from napari_unetseg.core import (
+    ModelConfig,
+    NormalizationConfig,
+    Segmenter,
+    TrainConfig,
+    TrainingDone,
+)
 from napari_unetseg.core.metrics import match_objects, object_f1
 from napari_unetseg.core.objects import objects_from_probabilities
 from napari_unetseg.core.synthetic import nuclei_scene
@@ -128,3 +134,41 @@ def test_touching_nuclei_are_separated_after_short_training():
     )
     labels = seg.segment(scene.image)
     assert object_f1(scene.instances, labels, 0.5) >= 0.9
+
+
+def first_objects_from_label_one(instances, n_objects):
+    """A painting as napari's defaults invite: objects numbered 1, 2, 3, ... and no background."""
+    painted = np.zeros(instances.shape, np.uint16)
+    for number, object_id in enumerate(np.unique(instances[instances > 0])[:n_objects], 1):
+        painted[instances == object_id] = number
+    return painted
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_an_object_painted_as_label_one_is_reported_when_training_starts(spatial_dims):
+    scene = nuclei_scene((64, 64), seed=1)
+    painted = first_objects_from_label_one(scene.instances, 4)
+    image = scene.image
+    if spatial_dims == 3:  # painted on the middle plane of a short stack
+        image = np.stack([scene.image] * 8)
+        painted = np.stack([np.zeros_like(painted)] * 3 + [painted] + [np.zeros_like(painted)] * 4)
+    seg = Segmenter.create(1, 3, task="objects", spatial_dims=spatial_dims, base_width=4, depth=2)
+    config = TrainConfig(
+        max_seconds=None,
+        max_epochs=1,
+        steps_per_epoch=1,
+        batch_size=2,
+        patch_size=32,
+        volume_patch_size=(8, 32, 32),
+    )
+    events = seg.train_iter(image, painted, config)
+    started = next(events)
+    assert len(started.paint_notes) == 1 and "label 1 is the background" in started.paint_notes[0]
+    done = [event for event in events if isinstance(event, TrainingDone)]
+    assert started.paint_notes[0] in done[0].history.warnings
+
+    painted[painted == 1] = 9  # the first object renumbered, background strokes added
+    painted[(painted == 0) & (np.arange(64)[:, None] % 16 == 8)] = 1
+    events = seg.train_iter(image, painted, config)
+    assert next(events).paint_notes == ()
+    events.close()

@@ -7,7 +7,9 @@ from napari_unetseg.core.targets import (
     BOUNDARY,
     INTERIOR,
     check_painted_classes,
+    label_one_note,
     make_targets,
+    paint_notes,
 )
 
 
@@ -98,3 +100,47 @@ def test_labels_are_never_modified():
 def test_painting_mistakes_explain_what_to_do(labels, mode, n_outputs, message):
     with pytest.raises(InputError, match=message):
         check_painted_classes([labels], TrainConfig(mode=mode), n_outputs)
+
+
+def disc(shape, centre, radius):
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
+
+
+def objects_painted_from_label_one(shape=(80, 80)):
+    """Four nuclei painted as 1, 2, 3, 4 (napari's first label is 1), no background."""
+    painted = np.zeros(shape, np.uint16)
+    for number, centre in enumerate([(15, 15), (15, 60), (60, 15), (60, 60)], start=1):
+        painted[disc(shape, centre, 8)] = number
+    return painted
+
+
+def test_label_one_painted_like_an_object_gets_a_note():
+    painted = objects_painted_from_label_one()
+    note = label_one_note([painted])
+    assert note is not None and "label 1 is the background" in note and "from 2" in note
+    assert paint_notes([painted], TrainConfig(mode="objects")) == [note]
+    # the same paint as classes, or dense instances: label 1 means something else there
+    assert paint_notes([painted], TrainConfig(mode="sparse")) == []
+    assert paint_notes([painted], TrainConfig(mode="objects-dense")) == []
+
+
+def test_background_strokes_get_no_note():
+    painted = objects_painted_from_label_one()
+    painted[painted == 1] = 5  # the first object renumbered
+    painted[38:41, 5:75] = 1  # one long background stroke
+    assert label_one_note([painted]) is None
+    painted[5:8, 30:45] = 1  # two short strokes: two shapes
+    assert label_one_note([painted]) is None
+    blob = objects_painted_from_label_one()
+    blob[blob == 1] = 5
+    blob[disc(blob.shape, (38, 38), 20) & (blob == 0)] = 1  # one dab far larger than an object
+    assert label_one_note([blob]) is None
+
+
+def test_label_one_note_looks_at_each_plane_of_a_stack():
+    stack = np.zeros((3, 80, 80), np.uint16)
+    stack[1] = objects_painted_from_label_one()
+    assert label_one_note([stack]) is not None  # a volume's painted plane
+    stack[2, 30:45, 30:45] = 1  # background on another plane too
+    assert label_one_note([stack]) is None

@@ -87,6 +87,25 @@ def test_objects_model_segments_objects(viewer, widget, qtbot, scene, tiny_segme
     assert errors(notes) == []
 
 
+def test_an_object_painted_as_label_one_is_flagged_once_at_the_start(
+    viewer, widget, qtbot, scene, notes
+):
+    painted = np.zeros(scene.instances.shape, np.uint16)
+    for number, object_id in enumerate(np.unique(scene.instances)[1:6], 1):
+        painted[scene.instances == object_id] = number  # objects from 1, no background
+    viewer.add_image(scene.image, name="cells")
+    viewer.add_labels(painted, name="objects painted")
+    train = widget.train_section
+    train.mode.setCurrentIndex(train.mode.findData("objects"))
+    train.budget_unit.setCurrentText("epochs")
+    train.budget.setValue(1)
+    train.start()
+    wait_idle(qtbot, widget)
+    flagged = [message for _, message, _ in notes if "label 1 is painted" in message]
+    assert len(flagged) == 1 and flagged[0].startswith("Paint: ")
+    assert errors(notes) == []
+
+
 def test_visible_plane_only_keeps_other_planes(viewer, widget, qtbot, scene):
     stack = np.stack([scene.image] * 3)
     image = viewer.add_image(stack, name="stack")

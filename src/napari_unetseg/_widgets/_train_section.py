@@ -507,6 +507,9 @@ class TrainSection(JobSection):
                 f"Training a {kind} on {event.device}: {event.train_pixels:,} painted pixels"
                 f"{held}.{note}"
             )
+            for paint_note in event.paint_notes:  # at once: the user can stop and repaint
+                show_warning(f"Paint: {paint_note}")
+            self._shown_notes = frozenset(event.paint_notes)
         elif isinstance(event, TrainingDone):
             self.history = event.history
             h = event.history
@@ -534,7 +537,8 @@ class TrainSection(JobSection):
                 f"{format_seconds(h.elapsed)}{dice}. {kept}" + (f" {adjusted}" if adjusted else "")
             )
             for warning in h.warnings:
-                show_warning(f"Training: {warning}")
+                if warning not in self._shown_notes:
+                    show_warning(f"Training: {warning}")
 
     _best: float | None = None
     _new_model: Any = None
@@ -542,6 +546,7 @@ class TrainSection(JobSection):
     _painting: Any = None
     _mode = "sparse"
     _paint_note = ""  # live mode: the last paint picked up
+    _shown_notes: frozenset[str] = frozenset()  # paint notes shown when training started
 
     def _best_text(self) -> str:
         return f" · best validation Dice {self._best:.3f}" if self._best is not None else ""

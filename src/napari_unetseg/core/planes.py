@@ -12,7 +12,7 @@ from .errors import InputError
 from .layout import ImageLayout, resolve_layout
 from .normalization import Normalizer, check_finite, fit_normalizer
 from .sampling import TrainingPlane
-from .targets import check_labels_dtype, check_painted_classes, make_targets
+from .targets import check_labels_dtype, check_painted_classes, make_targets, paint_notes
 
 __all__ = [
     "CROP_ABOVE_PIXELS",
@@ -37,8 +37,12 @@ def prepare_planes(
     train_config: TrainConfig,
     normalization_config: Any,
     axes: str | None = None,
+    notes: list[str] | None = None,
 ) -> list[TrainingPlane]:
-    """Check images and painted labels and turn them into training planes (inputs untouched)."""
+    """Check images and painted labels and turn them into training planes (inputs untouched).
+
+    ``notes``, when given, gets what the painter should know (:func:`~.targets.paint_notes`).
+    """
     n_outputs = model_config.n_classes
     planes: list[TrainingPlane] = []
     painted_planes: list[np.ndarray] = []
@@ -64,6 +68,8 @@ def prepare_planes(
                 )
             )
     check_painted_classes(painted_planes, train_config, n_outputs)
+    if notes is not None:
+        notes += paint_notes(painted_planes, train_config)
     return planes
 
 

@@ -333,7 +333,8 @@ class Segmenter:
         paint_source = labels if callable(labels) else None
         if paint_source is not None:
             labels = paint_source()
-        planes = prepare(image, labels, self.config, config, normalization, axes)
+        notes: list[str] = []
+        planes = prepare(image, labels, self.config, config, normalization, axes, notes)
         refresh = None
         if paint_source is not None:
             last = [labels]
@@ -380,6 +381,7 @@ class Segmenter:
                 start_is_candidate=self.is_trained and not until_stopped,
                 refresh=refresh,
                 until_stopped=until_stopped,
+                notes=notes,
             )
         )
 

@@ -149,3 +149,58 @@ def check_painted_classes(
                 f"the labels hold only the value {next(iter(present), 0)}; dense training needs "
                 "background (0) and at least one class or object."
             )
+
+
+#: Label 1 "looks like an object" when it is one shape no longer than this many times its
+#: width (area / thickness²: a disc is 0.8, a 10-pixel-wide stroke 100 pixels long is 10) ...
+COMPACT_AT_MOST = 2.5
+#: ... and its area is within this factor of the painted objects' median area.
+OBJECT_AREA_FACTOR = 5.0
+
+
+def _thickness(mask: np.ndarray) -> float:
+    """Twice the largest distance from a pixel of ``mask`` to its outside."""
+    return 2.0 * float(ndi.distance_transform_edt(np.pad(mask, 1)).max())
+
+
+def paint_notes(labels: list[np.ndarray], config: TrainConfig) -> list[str]:
+    """What a painter should know before training on ``labels`` (the painted planes or
+    volumes), though it is no error: training goes on."""
+    note = label_one_note(labels) if config.mode == "objects" else None
+    return [note] if note else []
+
+
+def label_one_note(labels: list[np.ndarray]) -> str | None:
+    """A note when label 1, the background of an objects painting, is painted like an object.
+
+    napari starts a Labels layer at label 1, so a person who paints one object per label
+    often paints the first object with 1. Background strokes are lines, or several patches;
+    an object is one compact shape. None when label 1 is not painted like that.
+    """
+    background_shapes: list[np.ndarray] = []
+    object_areas: list[np.ndarray] = []
+    for painted in labels:
+        object_areas.append(np.unique(painted[painted >= 2], return_counts=True)[1])
+        for plane in painted.reshape(-1, *painted.shape[-2:]):  # shapes are drawn in a plane
+            background = plane == 1
+            if not background.any():
+                continue
+            ids, _ = ndi.label(background)
+            background_shapes += [ids[box] == i + 1 for i, box in enumerate(ndi.find_objects(ids))]
+            if len(background_shapes) > 1:
+                return None
+    areas = np.concatenate(object_areas)
+    if len(background_shapes) != 1 or not len(areas):
+        return None
+    shape = background_shapes[0]
+    area, typical = int(shape.sum()), float(np.median(areas))
+    if area / _thickness(shape) ** 2 > COMPACT_AT_MOST:
+        return None
+    if not typical / OBJECT_AREA_FACTOR <= area <= typical * OBJECT_AREA_FACTOR:
+        return None
+    return (
+        f"label 1 is painted as one filled shape of {area} pixels, the size of the painted "
+        f"objects (median {typical:.0f}). In objects mode label 1 is the background, so this "
+        "shape is learnt as background. If it is an object, give it a label of its own from "
+        "2, and paint some background (the space between objects) with label 1."
+    )

@@ -122,6 +122,7 @@ def train_iter(
     start_is_candidate: bool = False,
     refresh: Callable[[], list[TrainingPlane] | None] | None = None,
     until_stopped: bool = False,
+    notes: list[str] | None = None,
 ) -> Generator[TrainingEvent, None, TrainingHistory]:
     """Train ``model`` in place; yields events, returns the history, keeps the best weights.
 
@@ -133,7 +134,8 @@ def train_iter(
     keeps them. An :class:`~napari_unetseg.core.errors.UnetSegError` it raises is reported in
     that event and the old planes stay. ``until_stopped`` ignores the budget: training runs
     until ``stop`` or ``close()``, at the full learning rate after a one-epoch warm-up, and
-    keeps its final weights.
+    keeps its final weights. ``notes`` about the paint are warnings from the start: they come
+    in :class:`TrainingStarted` and in the history's warnings.
     """
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
@@ -167,6 +169,7 @@ def train_iter(
     start = time.perf_counter()
 
     history = TrainingHistory(device=str(device))
+    history.warnings += notes or []
     if split.reason and config.validation_fraction > 0:
         history.warnings.append(split.reason)
     best = BestWeights(model)
@@ -371,6 +374,7 @@ def train_iter(
             max_seconds=config.max_seconds,
             max_epochs=config.max_epochs,
             validation_note=split.reason,
+            paint_notes=tuple(notes or ()),
         )
         while True:
             if stop is not None and stop.is_set():

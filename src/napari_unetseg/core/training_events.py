@@ -33,6 +33,7 @@ class TrainingStarted:
     max_seconds: float | None
     max_epochs: int | None
     validation_note: str | None = None
+    paint_notes: tuple[str, ...] = ()  # what the painter should know; also in the warnings
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from .targets import (
     check_painted_classes,
     make_targets,
     object_classes,
+    paint_notes,
     ring_around_objects,
 )
 from .validation import (
@@ -173,11 +174,13 @@ def prepare_volumes(
     train_config: TrainConfig,
     normalization_config: Any,
     axes: str | None = None,
+    notes: list[str] | None = None,
 ) -> list[TrainingPlane]:
     """Check stacks and their painted labels and turn each painted volume into training data.
 
     Only the painted part of a large volume is read, with a patch of context around it.
-    Inputs are never modified.
+    Inputs are never modified. ``notes``, when given, gets what the painter should know
+    (:func:`~.targets.paint_notes`).
     """
     n_outputs = model_config.n_classes
     volumes: list[TrainingPlane] = []
@@ -216,6 +219,8 @@ def prepare_volumes(
                 )
             )
     check_painted_classes(painted, train_config, n_outputs)
+    if notes is not None:
+        notes += paint_notes(painted, train_config)
     return volumes
 
 
