@@ -111,14 +111,16 @@ def test_quick_real_image_benchmark_runs_every_contender(tmp_path, capsys):
     assert main(["--quick", "--out", str(tmp_path), *figures]) == 0
     assert "| ours Dice | forest Dice | Otsu Dice |" in capsys.readouterr().out
     result = json.loads((tmp_path / "real-quick.json").read_text())
-    classes, objects = result["rows"]
-    for row in (classes, objects):
+    classes, objects, scribbles = result["rows"]
+    for row in (classes, objects, scribbles):
         assert set(row["dice"]) == {"ours", "forest", "otsu"}
         assert all(0 <= v <= 1 for v in row["dice"].values())
-        assert row["ours"]["steps"] >= 1 and row["painted_percent_of_left_half"] > 0
+        assert row["ours"]["steps"] >= 1 and row["painted_percent"] > 0
     assert set(objects["f1"]) == {"ours", "forest", "otsu"}
+    assert scribbles["painted_part"] == "whole image" and classes["painted_part"] == "left half"
+    assert "maize regions, hand scribbles: Dice ours - forest" in result["summary"]
     if draws:
-        assert len(list((tmp_path / "figs").glob("*.png"))) == 2
+        assert len(list((tmp_path / "figs").glob("*.png"))) == 3
     assert "classes: mean Dice ours - forest" in result["summary"]
     # the stacks too: 2-D and 3-D U-Nets, forest and Otsu on the unpainted planes of a crop
     (stack,) = json.loads((tmp_path / "real-stacks-quick.json").read_text())["rows"]
