@@ -69,16 +69,20 @@ def test_console_reaches_the_same_model(viewer, widget, tiny_segmenter):
     assert "class 2" in widget.model_section.info.text()
 
 
-def test_objects_model_segments_objects(viewer, widget, qtbot, scene, tiny_segmenter, notes):
-    viewer.add_image(scene.image, name="cells")
-    painted = viewer.add_labels(scene.painted_objects, name="objects painted")
-    before = np.array(painted.data, copy=True)
+def train_objects_one_epoch(widget, qtbot):
     train = widget.train_section
     train.mode.setCurrentIndex(train.mode.findData("objects"))
     train.budget_unit.setCurrentText("epochs")
     train.budget.setValue(1)
     train.start()
     wait_idle(qtbot, widget)
+
+
+def test_objects_model_segments_objects(viewer, widget, qtbot, scene, tiny_segmenter, notes):
+    viewer.add_image(scene.image, name="cells")
+    painted = viewer.add_labels(scene.painted_objects, name="objects painted")
+    before = np.array(painted.data, copy=True)
+    train_objects_one_epoch(widget, qtbot)
     assert widget.segmenter.is_objects
     widget.segment_section.run()
     wait_idle(qtbot, widget)
@@ -95,12 +99,7 @@ def test_an_object_painted_as_label_one_is_flagged_once_at_the_start(
         painted[scene.instances == object_id] = number  # objects from 1, no background
     viewer.add_image(scene.image, name="cells")
     viewer.add_labels(painted, name="objects painted")
-    train = widget.train_section
-    train.mode.setCurrentIndex(train.mode.findData("objects"))
-    train.budget_unit.setCurrentText("epochs")
-    train.budget.setValue(1)
-    train.start()
-    wait_idle(qtbot, widget)
+    train_objects_one_epoch(widget, qtbot)
     flagged = [message for _, message, _ in notes if "label 1 is painted" in message]
     assert len(flagged) == 1 and flagged[0].startswith("Paint: ")
     assert errors(notes) == []
