@@ -5,6 +5,7 @@ Strokes go on one part of the image only (the left half by default); the rest is
 - :func:`paint_strokes`: lines along the inside of some objects (or along walls) and short lines
   across the background, like a few minutes with napari's brush. 0 unpainted, 1 background,
   2 foreground.
+- :func:`paint_discs`: the same classes as round dabs of the brush instead of lines.
 - :func:`paint_objects`: whole objects, each with its own id from 2, plus background strokes.
 """
 
@@ -129,6 +130,50 @@ def paint_strokes(
         )
     inside_bg = ndi.binary_erosion(~foreground, disk(3)) & region
     _paint_class(painted, inside_bg, 1, int(budget * (1 - foreground_share)), rng, (15, 45), 3)
+    return painted
+
+
+def paint_discs(
+    foreground: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    instances: np.ndarray | None = None,
+    radius: int = 4,
+    fraction: float = 0.015,
+    foreground_share: float = 0.4,
+) -> np.ndarray:
+    """Class dabs on the left half: discs of ``radius``, one per chosen object (1 px or more
+    inside it) and across the background (3 px or more from the foreground, 6 radii apart).
+    0 unpainted, 1 background, 2 foreground, as :func:`paint_strokes`."""
+    region = paint_region(foreground.shape)
+    budget = fraction * region.sum()
+    centres = ndi.binary_erosion(region, disk(radius), border_value=1)  # whole dabs in the region
+    painted = np.zeros(foreground.shape, np.uint8)
+    yy, xx = np.ogrid[: foreground.shape[0], : foreground.shape[1]]
+    for value, inside, n_pixels in (
+        (2, ndi.binary_erosion(foreground, disk(radius + 1)) & centres, foreground_share * budget),
+        (
+            1,
+            ndi.binary_erosion(~foreground, disk(radius + 2)) & centres,
+            (1 - foreground_share) * budget,
+        ),
+    ):
+        ys, xs = np.nonzero(inside)
+        done = 0
+        for i in rng.permutation(len(ys)):
+            if done >= n_pixels:
+                break
+            y, x = ys[i], xs[i]
+            if not inside[y, x]:
+                continue
+            dab = (yy - y) ** 2 + (xx - x) ** 2 <= radius**2
+            new = dab & (painted == 0)
+            painted[new] = value
+            done += int(new.sum())
+            if value == 2 and instances is not None:
+                inside &= instances != instances[y, x]  # one dab per object
+            else:
+                inside &= (yy - y) ** 2 + (xx - x) ** 2 > (6 * radius) ** 2
     return painted
 
 

@@ -35,7 +35,7 @@ from skimage.segmentation import find_boundaries
 from napari_unetseg.core import Segmenter, TrainConfig
 from napari_unetseg.core.metrics import dice, object_f1
 
-from .painting import paint_objects, paint_region, paint_strokes
+from .painting import paint_discs, paint_objects, paint_region, paint_strokes
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
@@ -233,15 +233,20 @@ def run_case(
     busy: bool,
     options: dict[str, Any],
     figures: Path | None = None,
+    paint: str = "lines",
 ) -> dict[str, Any]:
+    """``paint="discs"`` paints a nuclei case's classes as dabs instead of lines."""
     data = load_case(case, quick)
     rng = np.random.default_rng(seed)
+    discs = paint == "discs" and case.kind == "nuclei" and not case.objects
     if data.painted is not None:  # a person's paint: score every pixel left unpainted
         painted = data.painted
         scored = painted == 0
     elif case.objects:
         assert data.instances is not None
         painted = paint_objects(data.instances, rng, n_objects=8 if quick else 30)
+    elif discs:
+        painted = paint_discs(data.foreground, rng, instances=data.instances)
     else:
         painted = paint_strokes(
             data.foreground, rng, instances=data.instances, thin=case.kind == "walls"
@@ -253,6 +258,15 @@ def run_case(
         "seed": seed,
         "objects": case.objects,
         "painted_part": "left half" if data.painted is None else "whole image",
+        "paint": (
+            "a person's"
+            if data.painted is not None
+            else "whole objects"
+            if case.objects
+            else "discs"
+            if discs
+            else "lines"
+        ),
         "painted_percent": round(
             100 * float((painted > 0).mean()) * (1 if data.painted is not None else 2), 2
         ),
@@ -406,6 +420,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--object-seconds", type=float, default=90.0, help="object budget")
     parser.add_argument("--busy", action="store_true", help="keep one core busy meanwhile")
     parser.add_argument(
+        "--paint",
+        choices=("lines", "discs"),
+        default="lines",
+        help="how the nuclei class cases are painted: lines, or round dabs of the brush",
+    )
+    parser.add_argument(
         "--epochs",
         type=int,
         help="train this many epochs instead of for a time budget (accuracy per step, not per second)",
@@ -452,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
                 busy=args.busy,
                 options=options,
                 figures=args.figures,
+                paint=args.paint,
             )
             rows.append(row)
             print(table([row]).splitlines()[-1], flush=True)
@@ -466,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": seconds,
             "object_seconds": object_seconds,
             "busy": args.busy,
+            "paint": args.paint,
             "train_options": options,
         },
         "rows": rows,

@@ -122,6 +122,7 @@ def test_quick_real_image_benchmark_runs_every_contender(tmp_path, capsys):
     if draws:
         assert len(list((tmp_path / "figs").glob("*.png"))) == 3
     assert "classes: mean Dice ours - forest" in result["summary"]
+    assert classes["paint"] == "lines"
     # the stacks too: 2-D and 3-D U-Nets, forest and Otsu on the unpainted planes of a crop
     (stack,) = json.loads((tmp_path / "real-stacks-quick.json").read_text())["rows"]
     assert set(stack["dice"]) == {"2-D", "3-D", "forest", "otsu", "gaussian+otsu"}
@@ -215,3 +216,21 @@ def test_quick_stack_objects_case_trains_object_models_and_scores_their_ids():
     assert row["objects_painted"] >= 2
     assert set(row["f1"]) == {"2-D", "3-D", "forest", "otsu", "gaussian+otsu"}
     assert all(0 <= v <= 1 for v in row["f1"].values())
+
+
+def test_quick_real_image_benchmark_paints_discs_on_request(tmp_path):
+    pytest.importorskip("sklearn")
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.painting import paint_discs
+        from benchmarks.real import main
+    finally:
+        sys.path.remove(str(ROOT))
+    foreground = np.zeros((64, 64), bool)
+    foreground[10:30, 5:25] = True
+    painted = paint_discs(foreground, np.random.default_rng(0), radius=3, fraction=0.1)
+    assert set(np.unique(painted)) == {0, 1, 2} and not painted[:, 32:].any()
+    assert not (painted == 2)[~foreground].any() and not (painted == 1)[foreground].any()
+    main(["--quick", "--paint", "discs", "--cases", "tissue nuclei 0", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "real-quick.json").read_text())["rows"]
+    assert [row["paint"] for row in rows] == ["discs", "whole objects", "a person's"]
