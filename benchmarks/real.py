@@ -238,37 +238,30 @@ def run_case(
     """``paint="discs"`` paints a nuclei case's classes as dabs instead of lines."""
     data = load_case(case, quick)
     rng = np.random.default_rng(seed)
-    discs = paint == "discs" and case.kind == "nuclei" and not case.objects
+    scored = ~paint_region(data.foreground.shape)  # the right half: nothing is painted there
     if data.painted is not None:  # a person's paint: score every pixel left unpainted
-        painted = data.painted
+        painted, how = data.painted, "a person's"
         scored = painted == 0
     elif case.objects:
         assert data.instances is not None
         painted = paint_objects(data.instances, rng, n_objects=8 if quick else 30)
-    elif discs:
-        painted = paint_discs(data.foreground, rng, instances=data.instances)
+        how = "whole objects"
+    elif paint == "discs" and case.kind == "nuclei":
+        painted, how = paint_discs(data.foreground, rng, instances=data.instances), "discs"
     else:
         painted = paint_strokes(
             data.foreground, rng, instances=data.instances, thin=case.kind == "walls"
         )
-    if data.painted is None:
-        scored = ~paint_region(painted.shape)  # the right half: nothing is painted there
+        how = "lines"
+    part = "whole image" if data.painted is not None else "left half"
     row: dict[str, Any] = {
         "case": case.name,
         "seed": seed,
         "objects": case.objects,
-        "painted_part": "left half" if data.painted is None else "whole image",
-        "paint": (
-            "a person's"
-            if data.painted is not None
-            else "whole objects"
-            if case.objects
-            else "discs"
-            if discs
-            else "lines"
-        ),
+        "paint": how,
+        "painted_part": part,
         "painted_percent": round(
-            100 * float((painted > 0).mean()) * (1 if data.painted is not None else 2), 2
+            100 * float((painted > 0).mean()) * (1 if part == "whole image" else 2), 2
         ),
         "busy_core": busy,
     }
