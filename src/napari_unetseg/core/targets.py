@@ -177,7 +177,7 @@ def label_one_note(labels: list[np.ndarray]) -> str | None:
     often paints the first object with 1. Background strokes are lines, or several patches;
     an object is one compact shape. None when label 1 is not painted like that.
     """
-    background_shapes: list[np.ndarray] = []
+    shape: np.ndarray | None = None  # label 1's one shape, cut to its box
     object_areas: list[np.ndarray] = []
     for painted in labels:
         object_areas.append(np.unique(painted[painted >= 2], return_counts=True)[1])
@@ -185,14 +185,13 @@ def label_one_note(labels: list[np.ndarray]) -> str | None:
             background = plane == 1
             if not background.any():
                 continue
-            ids, _ = ndi.label(background)
-            background_shapes += [ids[box] == i + 1 for i, box in enumerate(ndi.find_objects(ids))]
-            if len(background_shapes) > 1:
+            ids, n = ndi.label(background)
+            if n > 1 or shape is not None:
                 return None
+            shape = background[ndi.find_objects(ids)[0]]
     areas = np.concatenate(object_areas)
-    if len(background_shapes) != 1 or not len(areas):
+    if shape is None or not len(areas):
         return None
-    shape = background_shapes[0]
     area, typical = int(shape.sum()), float(np.median(areas))
     if area / _thickness(shape) ** 2 > COMPACT_AT_MOST:
         return None
