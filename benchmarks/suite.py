@@ -28,11 +28,12 @@ import torch
 
 from napari_unetseg.core import PredictConfig, Segmenter, TrainConfig
 from napari_unetseg.core.devices import cpu_has_native_bfloat16, inference_dtype
+from napari_unetseg.core.inference_network import inference_network
 from napari_unetseg.core.layout import resolve_layout
 from napari_unetseg.core.losses import masked_loss, resolve_loss_name
 from napari_unetseg.core.normalization import fit_normalizer
 from napari_unetseg.core.planes import prepare_planes
-from napari_unetseg.core.predict import inference_network, logits_to_probabilities
+from napari_unetseg.core.predict import logits_to_probabilities
 from napari_unetseg.core.sampling import PatchSampler, augment
 from napari_unetseg.core.synthetic import nuclei_scene
 

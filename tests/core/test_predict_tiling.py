@@ -11,21 +11,23 @@ import torch.nn.functional as F
 
 from napari_unetseg.core import PredictConfig, Segmenter, TrainConfig
 from napari_unetseg.core.devices import cpu_has_native_bfloat16
-from napari_unetseg.core.layout import resolve_layout
-from napari_unetseg.core.normalization import fit_normalizer
-from napari_unetseg.core.predict import (
+from napari_unetseg.core.inference_network import (
     FusedConv2d,
-    PredictProgress,
     SplitConcatUp,
-    _RowBlender,
     cached_inference_network,
     inference_network,
     onednn_binary_fusion_available,
-    plan_tiles,
+)
+from napari_unetseg.core.layout import resolve_layout
+from napari_unetseg.core.normalization import fit_normalizer
+from napari_unetseg.core.predict import (
+    PredictProgress,
+    _RowBlender,
     run_to_end,
     tiles_per_forward,
 )
 from napari_unetseg.core.synthetic import nuclei_scene
+from napari_unetseg.core.tiling import plan_tiles
 
 
 def randomised(seg: Segmenter, seed: int = 0) -> Segmenter:

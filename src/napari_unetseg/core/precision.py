@@ -23,14 +23,10 @@ import torch
 from torch import nn
 
 from .config import ModelConfig, PredictConfig
+from .inference_network import cached_inference_network, inference_network, weights_fingerprint
 from .layout import ImageLayout
 from .normalization import fit_normalizer
-from .predict import (
-    cached_inference_network,
-    inference_network,
-    logits_to_probabilities,
-    weights_fingerprint,
-)
+from .predict import logits_to_probabilities
 
 #: Share of pixels whose label must not change in the lower precision.
 LABEL_AGREEMENT = 0.995

@@ -25,17 +25,12 @@ from .config import (
 )
 from .devices import describe_device, inference_dtype, select_device
 from .errors import ConfigError
+from .inference_network import cached_inference_network
 from .layout import ImageLayout, resolve_layout
 from .model import UNet, count_parameters
 from .planes import prepare_planes
 from .precision import proven_dtype
-from .predict import (
-    Prediction,
-    PredictProgress,
-    cached_inference_network,
-    predict_iter,
-    run_to_end,
-)
+from .predict import Prediction, PredictProgress, predict_iter, run_to_end
 from .resources import check_memory, parameter_bytes, training_bytes
 from .sampling import TrainingPlane
 from .train import consume, wants_bar
@@ -579,7 +574,7 @@ class Segmenter:
         ``precision="auto"`` runs float32: the reduced precisions are proven per model on
         2-D tiles only.
         """
-        from .predict import inference_network
+        from .inference_network import inference_network
         from .volumes import predict_volume_iter
 
         if config.precision == "auto":

@@ -26,7 +26,6 @@ from .normalization import Normalizer, check_finite, fit_normalizer
 from .objects import objects_from_probabilities
 from .planes import checked_inputs, smallest_class_dtype
 from .predict import (
-    AxisTiling,
     Prediction,
     PredictProgress,
     check_out,
@@ -34,7 +33,6 @@ from .predict import (
     classes_from_probabilities,
     eval_mode,
     logits_to_probabilities,
-    plan_axis,
     smallest_uint_dtype,
 )
 from .sampling import TrainingPlane
@@ -47,6 +45,7 @@ from .targets import (
     paint_notes,
     ring_around_objects,
 )
+from .tiling import AxisTiling, plan_axis
 from .validation import (
     VALIDATION_MARGIN,
     ValidationRegion,
