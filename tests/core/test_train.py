@@ -194,8 +194,8 @@ def test_default_training_on_sparse_nuclei_reaches_high_dice():
 
 
 def test_the_end_of_a_run_is_budgeted_from_measured_forward_passes():
-    from napari_unetseg.core.train import BORDER_SECONDS_PER_PIXEL as BORDER
-    from napari_unetseg.core.train import FinishEstimate
+    from napari_unetseg.core.train_budget import BORDER_SECONDS_PER_PIXEL as BORDER
+    from napari_unetseg.core.train_budget import FinishEstimate
 
     finish = FinishEstimate(region_pixels=1000, share_pixels=4000, step_pixels=30_000)
     assert finish.seconds() == 0.0  # nothing measured yet

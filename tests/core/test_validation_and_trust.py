@@ -181,7 +181,8 @@ def test_the_held_out_score_counts_the_wrong_pixels():
 
 @pytest.mark.parametrize(("all_right_from", "warned"), [(2, True), (5, False), (None, False)])
 def test_a_saturated_validation_says_it_cannot_judge_the_borders(all_right_from, warned):
-    from napari_unetseg.core.train import BestWeights, TrainingHistory, _finish
+    from napari_unetseg.core.kept_weights import BestWeights
+    from napari_unetseg.core.train import TrainingHistory, _finish
 
     model = torch.nn.Conv2d(1, 2, 1)
     history = TrainingHistory(steps=150, epoch_losses=[0.1] * 6, all_right_from=all_right_from)
