@@ -88,12 +88,10 @@ class _Run:
         self.rng = np.random.default_rng(config.seed)
         torch.manual_seed(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.model, self.model_config, self.config, self.device = (
-            model,
-            model_config,
-            config,
-            device,
-        )
+        self.model = model
+        self.model_config = model_config
+        self.config = config
+        self.device = device
         self.n_outputs = model_config.n_classes
         self.loss_name = resolve_loss_name(config.loss, self.n_outputs)
         self.volumes = model_config.spatial_dims == 3
