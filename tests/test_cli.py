@@ -323,3 +323,31 @@ def test_train_a_3d_model_on_a_stack_and_segment_it(tmp_path, capsys):
     import tifffile
 
     assert tifffile.imread(tmp_path / "stack_unetseg.tif").shape == (8, 48, 48)
+
+
+@pytest.mark.parametrize(
+    ("shape", "extra", "seconds"),
+    [((32, 32), [], 60.0), ((4, 32, 32), [], 180.0), ((4, 32, 32), ["--seconds", "7"], 7.0)],
+)
+def test_train_gives_a_3d_model_the_widgets_longer_budget(
+    tmp_path, monkeypatch, shape, extra, seconds
+):
+    from napari_unetseg.core import Segmenter
+
+    budgets = []
+
+    class Captured(Exception):
+        pass
+
+    def train(self, images, labels, config, **kwargs):
+        budgets.append(config.max_seconds)
+        raise Captured
+
+    monkeypatch.setattr(Segmenter, "train", train)
+    np.save(tmp_path / "image.npy", np.zeros(shape, np.float32))
+    np.save(tmp_path / "labels.npy", np.zeros(shape, np.uint8))
+    args = ["train", "--image", str(tmp_path / "image.npy"), "--labels"]
+    args += [str(tmp_path / "labels.npy"), "--output", str(tmp_path / "m.safetensors"), *extra]
+    with pytest.raises(Captured):
+        main(args)
+    assert budgets == [seconds]

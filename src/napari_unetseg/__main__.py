@@ -112,12 +112,14 @@ def _default_dims(image: Any, channels: int, axes: str | None) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from napari_unetseg.core import Segmenter, TrainConfig
+    from napari_unetseg.core.config import DEFAULT_SECONDS
     from napari_unetseg.core.weights import check_save_target
 
     # Everything that can fail is checked before the training budget is spent.
     output = check_save_target(args.output)
     epochs = {} if args.epochs is None else {"max_epochs": args.epochs}
-    config = TrainConfig(mode=args.mode, max_seconds=args.seconds, **epochs)
+    seconds = DEFAULT_SECONDS[2] if args.seconds is None else args.seconds
+    config = TrainConfig(mode=args.mode, max_seconds=seconds, **epochs)
     if args.weights:  # a missing file is an error, never a silent start from scratch
         segmenter = Segmenter.load(args.weights, device=args.device, trust_code=args.trust_code)
     else:
@@ -135,6 +137,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             spatial_dims=args.dims or _default_dims(image, channels, args.axes),
             voxel_size=args.voxel_size,
         )
+    if args.seconds is None:  # the widget's default for the model's dims
+        config = config.replace(max_seconds=DEFAULT_SECONDS[3 if segmenter.is_3d else 2])
     images = [_read_image(p) for p in args.image]
     labels = [_read_image(p) for p in args.labels]
     history = segmenter.train(images, labels, config, axes=args.axes)
@@ -355,7 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--classes", type=int, default=2, help="classes incl. background (new model)"
     )
-    train.add_argument("--seconds", type=float, default=60.0)
+    train.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="training budget; default 60 s for a 2-D model, 180 s for a 3-D one (as the widget)",
+    )
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--axes", default=None, help="e.g. YX, CYX, ZYX, YXC")
     train.add_argument(

@@ -18,7 +18,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_unetseg.core.config import DEFAULT_MAX_EPOCHS, TrainConfig  # no torch import
+from napari_unetseg.core.config import (  # no torch import
+    DEFAULT_MAX_EPOCHS,
+    DEFAULT_SECONDS,
+    TrainConfig,
+)
 
 from ._common import (
     Fold,
@@ -45,8 +49,8 @@ from ._notify import report_exception, show_error, show_warning
 from ._pickers import LayerPicker
 
 #: Default time budgets in the form: a 3-D step takes several times a 2-D one.
-DEFAULT_SECONDS_2D = 60
-DEFAULT_SECONDS_3D = 180
+DEFAULT_SECONDS_2D = round(DEFAULT_SECONDS[2])
+DEFAULT_SECONDS_3D = round(DEFAULT_SECONDS[3])
 
 if TYPE_CHECKING:
     import napari

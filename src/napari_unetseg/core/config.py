@@ -504,6 +504,9 @@ class ModelConfig:
 #: -0.043, -0.033 Dice; the other two images level), and a fast computer would otherwise fit
 #: the strokes for thousands of steps.
 DEFAULT_MAX_EPOCHS = 12
+#: The time budget the widget and the command line give a new training, by the model's
+#: spatial dims: a 3-D step takes several times a 2-D one. ``TrainConfig()`` has the 2-D one.
+DEFAULT_SECONDS = {2: 60.0, 3: 180.0}
 
 
 @dataclass(frozen=True)
@@ -540,7 +543,7 @@ class TrainConfig:
 
     mode: TrainMode = "sparse"
     loss: LossName = "auto"
-    max_seconds: float | None = 60.0
+    max_seconds: float | None = DEFAULT_SECONDS[2]
     max_epochs: int | None = DEFAULT_MAX_EPOCHS
     steps_per_epoch: int = 25
     batch_size: int = 8
