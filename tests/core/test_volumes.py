@@ -13,13 +13,8 @@ from napari_unetseg.core import Segmenter, TrainConfig
 from napari_unetseg.core.config import ModelConfig, PredictConfig, z_pooling_for
 from napari_unetseg.core.errors import ConfigError, InputError
 from napari_unetseg.core.model import UNet
-from napari_unetseg.core.volumes import (
-    owned_ranges,
-    plan_volume,
-    prepare_volumes,
-    split_volume_validation,
-    volume_objects,
-)
+from napari_unetseg.core.volume_predict import owned_ranges, plan_volume, volume_objects
+from napari_unetseg.core.volumes import prepare_volumes, split_volume_validation
 
 TINY = {"base_width": 4, "depth": 2}
 

@@ -569,13 +569,13 @@ class Segmenter:
         out_probabilities: Any,
         out_labels: Any,
     ) -> Generator[PredictProgress, None, Prediction]:
-        """A 3-D model's prediction, tile by tile (see :mod:`napari_unetseg.core.volumes`).
+        """A 3-D model's prediction, tile by tile (see :mod:`napari_unetseg.core.volume_predict`).
 
         ``precision="auto"`` runs float32: the reduced precisions are proven per model on
         2-D tiles only.
         """
         from .inference_network import inference_network
-        from .volumes import predict_volume_iter
+        from .volume_predict import predict_volume_iter
 
         if config.precision == "auto":
             dtype = torch.float32
