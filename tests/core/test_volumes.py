@@ -96,6 +96,15 @@ def test_3d_settings_are_checked():
         TrainConfig(volume_patch_size=(16, 8, 8))
 
 
+def test_a_new_3d_model_has_one_level_less_unless_told():
+    assert ModelConfig.native(1, 2).depth == 4
+    assert ModelConfig.native(1, 2, spatial_dims=3).depth == 3  # measured on the real stacks
+    assert ModelConfig.native(1, 2, spatial_dims=3, depth=4).depth == 4
+    assert len(ModelConfig.native(1, 2, spatial_dims=3, voxel_size=(3, 1, 1)).z_pooling) == 3
+    with pytest.raises(ConfigError, match="depth"):
+        ModelConfig.native(1, 2, depth=0)
+
+
 def test_save_load_keeps_spatial_dims_and_voxel_size(tmp_path):
     seg = Segmenter.create(1, 2, spatial_dims=3, voxel_size=(2.0, 0.5, 0.5), **TINY)
     path = seg.save(tmp_path / "volume.safetensors")

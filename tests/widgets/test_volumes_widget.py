@@ -28,12 +28,20 @@ def test_stack_trains_a_3d_network_by_default_and_2d_on_request(viewer, widget, 
     assert train.budget.value() == 180  # 3-D steps are slower: a longer default budget
     assert train.learning_rate.value() == 0.001  # the 3-D default rate, measured
     assert train.settings()["volume_learning_rate"] == 0.001
+    train.depth_box.setValue(3)  # a 3-D model's default depth: one level less, measured
     train.network.setCurrentIndex(train.network.findData(2))
     assert (train.budget.value(), train.learning_rate.value()) == (60, 0.003)
-    train.learning_rate.setValue(0.002)  # a rate the user chose stays
+    assert train.depth_box.value() == 4
+    train.network.setCurrentIndex(train.network.findData(3))
+    assert train.depth_box.value() == 3
+    train.network.setCurrentIndex(train.network.findData(2))
+    train.learning_rate.setValue(0.002)  # a rate and a depth the user chose stay
+    train.depth_box.setValue(5)
     train.network.setCurrentIndex(train.network.findData(3))
     assert (train.budget.value(), train.learning_rate.value()) == (180, 0.002)
+    assert train.depth_box.value() == 5
     train.learning_rate.setValue(0.001)
+    train.depth_box.setValue(3)
     train.extra_settings |= {"volume_patch_size": (8, 32, 32), "volume_batch_size": 1}
     train.budget_unit.setCurrentText("epochs")
     train.budget.setValue(1)

@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_unetseg.core.config import (  # no torch import
+    DEFAULT_DEPTH,
     DEFAULT_MAX_EPOCHS,
     DEFAULT_SECONDS,
     TrainConfig,
@@ -147,7 +148,7 @@ class TrainSection(JobSection):
         self.base_width.setToolTip("Channels of the first level of a new model (doubling below).")
         self.depth_box = QSpinBox()
         self.depth_box.setRange(2, 6)
-        self.depth_box.setValue(4)
+        self.depth_box.setValue(DEFAULT_DEPTH[2])
         self.depth_box.setToolTip("Levels of a new model: deeper sees more context, trains slower.")
         self.network = narrow_combo()
         for dims, text in NETWORKS.items():
@@ -253,14 +254,16 @@ class TrainSection(JobSection):
         return bool(self.network.currentData() == 3 and self.network.isEnabled())
 
     def _network_changed(self, *_: Any) -> None:
-        """Switch the time budget and learning rate between the 2-D and 3-D defaults, unless
-        the user chose others."""
+        """Switch the time budget, learning rate and depth between the 2-D and 3-D defaults,
+        unless the user chose others."""
         seconds = (DEFAULT_SECONDS_2D, DEFAULT_SECONDS_3D)
         if self.budget_unit.currentText() == "seconds" and self.budget.value() in seconds:
             self.budget.setValue(self._default_seconds())
         defaults = (TrainConfig.learning_rate, TrainConfig.volume_learning_rate)
         if any(math.isclose(self.learning_rate.value(), rate) for rate in defaults):
             self.learning_rate.setValue(defaults[1] if self._is_3d_chosen() else defaults[0])
+        if self.depth_box.value() in DEFAULT_DEPTH.values():
+            self.depth_box.setValue(DEFAULT_DEPTH[3 if self._is_3d_chosen() else 2])
 
     @staticmethod
     def network_choices(image: Any) -> tuple[int, ...]:
