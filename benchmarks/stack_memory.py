@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             "bound_mib": 1024,
             "within_bound": bool(sampler.peak - baseline <= 1024),
             "voxels_per_second": round(tiles * int(np.prod(tile)) / seconds),
-            "note": "measured on a shared 2-core machine under load; 1 torch thread",
+            "note": "1 torch thread; docs/benchmarks.md says how busy the machine was",
         }
     print(json.dumps(result, indent=1))
     args.out.mkdir(parents=True, exist_ok=True)
