@@ -94,9 +94,9 @@ class _Run:
         self.device = device
         self.n_outputs = model_config.n_classes
         self.loss_name = resolve_loss_name(config.loss, self.n_outputs)
-        self.volumes = model_config.spatial_dims == 3
-        self.batch_size = config.volume_batch_size if self.volumes else config.batch_size
-        self.base_rate = config.volume_learning_rate if self.volumes else config.learning_rate
+        self.is_3d = model_config.spatial_dims == 3
+        self.batch_size = config.volume_batch_size if self.is_3d else config.batch_size
+        self.base_rate = config.volume_learning_rate if self.is_3d else config.learning_rate
         patch_pixels = self.arrange(planes)
 
         model.to(device)
@@ -122,7 +122,7 @@ class _Run:
         self.best = BestWeights(model)
         self.epoch_losses: list[float] = []
         self.finish = FinishEstimate(
-            region_pixels=sum(r.mask.size for r in self.regions),
+            region_pixels=self.region_pixels(),
             share_pixels=self.share_pixels(),
             step_pixels=3 * self.batch_size * patch_pixels,
         )
@@ -137,7 +137,7 @@ class _Run:
         config, model_config, rng = self.config, self.model_config, self.rng
         n_classes = max(self.n_outputs, 2)
         self.planes = planes
-        if model_config.spatial_dims == 3:
+        if self.is_3d:
             from .volumes import split_volume_validation, volume_patch, volume_validation_regions
 
             self.split = split_volume_validation(
@@ -160,10 +160,14 @@ class _Run:
         )
         return self.patch * self.patch
 
+    def region_pixels(self) -> int:
+        """Pixels of the held-out regions scored after an epoch."""
+        return sum(r.mask.size for r in self.regions)
+
     def share_pixels(self) -> int:
         return estimate_pixels(self.planes) if self.config.correct_class_shares else 0
 
-    def painted_pixels(self) -> tuple[int, int]:
+    def paint_counts(self) -> tuple[int, int]:
         """(training, validation) painted pixels."""
         return (
             int(sum(p.train_mask.sum() for p in self.planes)),
@@ -185,7 +189,7 @@ class _Run:
         if fresh is not None:
             self.arrange(fresh)
             self.finish.paint_changed(
-                region_pixels=sum(r.mask.size for r in self.regions),
+                region_pixels=self.region_pixels(),
                 share_pixels=self.share_pixels(),
             )
             history.all_right_from = None
@@ -194,7 +198,7 @@ class _Run:
             history.paint_updates += 1
         elif problem is None:
             return None
-        train_pixels, validation_pixels = self.painted_pixels()
+        train_pixels, validation_pixels = self.paint_counts()
         return PaintUpdated(
             epoch=history.epochs,
             step=history.steps,
@@ -204,7 +208,7 @@ class _Run:
         )
 
     def started(self, notes: list[str]) -> TrainingStarted:
-        train_pixels, validation_pixels = self.painted_pixels()
+        train_pixels, validation_pixels = self.paint_counts()
         return TrainingStarted(
             device=str(self.device),
             n_planes=len(self.planes),
@@ -357,7 +361,7 @@ class _Run:
             history.threads = self.tuner.current
             self.tuner.restore()
         _finish(history, self.best, self.model)
-        if self.volumes and history.steps > 0 and str(history.stop_reason) != "error":
+        if self.is_3d and history.steps > 0 and str(history.stop_reason) != "error":
             recalibrate_batch_norm(self.model, self.sampler, self.batch_size, self.device)
         if self.config.correct_class_shares and history.trustworthy:
             self.correct_shares()
