@@ -28,6 +28,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import napari_unetseg
+from napari_unetseg.core import atomic_files
 from napari_unetseg.core import weights as weights_module
 from napari_unetseg.core.config import NormalizationConfig
 from napari_unetseg.core.errors import UnsafeWeightsError, WeightsFileError
@@ -823,7 +824,7 @@ def test_saves_keep_the_umask_permissions(tmp_path: Path, umask: int) -> None:
     try:
         _native("semantic").save(tmp_path / "model.pt")
         _native("semantic").save(tmp_path / "model.safetensors")
-        weights_module.atomic_write(tmp_path / "labels.npy", lambda tmp: tmp.write_bytes(b"x"))
+        atomic_files.atomic_write(tmp_path / "labels.npy", lambda tmp: tmp.write_bytes(b"x"))
     finally:
         os.umask(previous)
     for name in ("model.pt", "model.json", "model.safetensors", "labels.npy"):
@@ -868,13 +869,13 @@ def test_temporaries_of_killed_saves_are_removed(tmp_path: Path) -> None:
     assert len(left) == 1 and left[0].startswith(".model.pt."), left
     # Not touched: a save of this process in progress, another file's temporary, a fresh
     # temporary from before this version (its owner cannot be checked).
-    in_progress = tmp_path / f".model.pt.{weights_module._host()}-{os.getpid()}.0123abcd.tmp"
+    in_progress = tmp_path / f".model.pt.{atomic_files._host()}-{os.getpid()}.0123abcd.tmp"
     other = tmp_path / ".notes.txt.host-1.0123abcd.tmp"
     recent_old_style = tmp_path / ".model.pt.k2j_9x7q.tmp"
     ancient_old_style = tmp_path / ".model.pt.a8d_3kzq.tmp"
     for extra in (in_progress, other, recent_old_style, ancient_old_style):
         extra.write_bytes(b"x")
-    stale = time.time() - weights_module.STALE_SECONDS - 60
+    stale = time.time() - atomic_files.STALE_SECONDS - 60
     os.utime(ancient_old_style, (stale, stale))
 
     _native("semantic").save(path)

@@ -234,7 +234,7 @@ def segment_one(
     segmenter: Any, job: FileJob, output_format: OutputFormat, options: dict[str, Any]
 ) -> None:
     """Segment ``job.input`` with a loaded :class:`Segmenter` and write ``job.output``."""
-    from .weights import atomic_write
+    from .atomic_files import atomic_write
 
     image = read_image(job.input)
     job.output.parent.mkdir(parents=True, exist_ok=True)

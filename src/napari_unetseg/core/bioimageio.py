@@ -351,9 +351,10 @@ def export_package(
     documentation
         Markdown; a page describing inputs, normalisation, classes and training when not given.
     """
+    from .atomic_files import atomic_write
     from .export import cpu_copy, onnx_bytes_to, trace
     from .trust import EXTRA_CONFIG
-    from .weights import atomic_write, config_json
+    from .weights import config_json
 
     _require("bioimageio.spec")
     from bioimageio.spec import ValidationContext, save_bioimageio_package

@@ -8,7 +8,7 @@
   (``2 ** depth``). Runs under onnxruntime. Needs the ``onnx`` package (``[export]`` extra).
 - **bioimage.io** (``.zip``): see :mod:`napari_unetseg.core.bioimageio`.
 
-Every file is written to a temporary name and renamed into place (:func:`weights.atomic_write`).
+Every file is written to a temporary name and renamed into place (:func:`atomic_files.atomic_write`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .atomic_files import atomic_write
 from .config import ModelConfig
 from .errors import ConfigError, UnetSegError, WeightsFileError
 from .trust import EXTRA_CONFIG
-from .weights import atomic_write, config_json
+from .weights import config_json
 
 FORMATS = ("bioimageio", "onnx", "torchscript")
 SUFFIXES = {

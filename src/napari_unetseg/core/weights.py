@@ -1,4 +1,4 @@
-"""Every weights file format in one place: reading safely, inferring foreign layouts, atomic saves.
+"""Every weights file format in one place: reading safely, inferring foreign layouts, saving.
 
 Formats read:
 
@@ -12,38 +12,35 @@ Formats read:
 - bioimage.io model packages (``.zip``), see :mod:`napari_unetseg.core.bioimageio`.
 
 Nothing here unpickles arbitrary objects: every pickle is first scanned without being run
-(:mod:`pickletools`) and refused when it names anything but tensors and plain containers,
-and ``torch.load`` then always runs with ``weights_only=True``.
+(:mod:`.pickle_scan`) and refused when it names anything but tensors and plain containers,
+and ``torch.load`` then always runs with ``weights_only=True``. Saves are atomic
+(:mod:`.atomic_files`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
 import pickle
-import pickletools
 import re
-import secrets
-import socket
-import stat
-import time
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from .atomic_files import atomic_write_many, create_temporary
 from .config import ModelConfig, NormalizationConfig
 from .errors import UnetSegError, UnsafeWeightsError, WeightsFileError
 from .model import UNet
+from .pickle_scan import scan_file, scan_pickle
 from .trust import EXTRA_CONFIG, is_torchscript, read_config_text, refusal
 
 METADATA_KEY = "napari_unetseg.config"
@@ -56,18 +53,6 @@ FORMAT_HELP = (
 CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 #: The first weight of every Pytorch-UNet-style state dict; used to find (prefixed) state dicts.
 FIRST_KEY = "inc.double_conv.0.weight"
-#: Globals a plain tensor pickle may name besides ``torch.*`` (torch's own weights-only list).
-SAFE_GLOBALS = frozenset(
-    {
-        "_codecs.encode",
-        "builtins.bytearray",
-        "builtins.complex",
-        "builtins.set",
-        "builtins.frozenset",
-        "collections.Counter",
-        "collections.OrderedDict",
-    }
-)
 SAVE_SUFFIXES = (".safetensors", ".pt", ".pth")
 
 
@@ -82,146 +67,6 @@ class LoadedWeights:
 
 
 # --------------------------------------------------------------------------- saving
-
-
-#: Temporary files of a save are named ``.{target}.{host}-{pid}.{random}.tmp``; the owner part
-#: tells a later save whether the process that wrote one is gone (killed mid-save).
-_TEMPORARY = re.compile(
-    r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9-]*)-(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$"
-)
-#: Temporaries of earlier versions (``mkstemp``: eight random characters).
-_OLD_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.tmp$")
-#: A temporary this old is left from a killed save even when its owner cannot be checked.
-STALE_SECONDS = 6 * 3600
-
-
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
-
-
-def _process_gone(pid: int) -> bool:
-    """True when no process ``pid`` runs on this host (POSIX only; elsewhere never sure)."""
-    if os.name != "posix" or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False  # exists, owned by someone else
-    return False
-
-
-def remove_stale_temporaries(path: Path) -> list[Path]:
-    """Delete temporaries of ``path`` left by saves that were killed; returns what was removed.
-
-    A temporary is stale when the process that wrote it (same host) is gone, or when it is
-    older than :data:`STALE_SECONDS`. Saves in progress elsewhere are left alone.
-    """
-    removed: list[Path] = []
-    host, now = _host(), time.time()
-    try:
-        entries = list(os.scandir(path.parent))
-    except OSError:
-        return removed
-    for entry in entries:
-        if not (entry.name.startswith(f".{path.name}.") and entry.name.endswith(".tmp")):
-            continue
-        ours = _TEMPORARY.match(entry.name)
-        match = ours or _OLD_TEMPORARY.match(entry.name)
-        if match is None or match.group("target") != path.name:
-            continue
-        try:
-            if not entry.is_file(follow_symlinks=False):
-                continue
-            age = now - entry.stat(follow_symlinks=False).st_mtime
-            gone = (
-                ours is not None
-                and ours.group("host") == host
-                and int(ours.group("pid")) != os.getpid()
-                and _process_gone(int(ours.group("pid")))
-            )
-            if gone or age > STALE_SECONDS:
-                os.unlink(entry.path)
-                removed.append(Path(entry.path))
-        except OSError:
-            continue  # another save removed it first, or it is not ours to remove
-    return removed
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux allows."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _create_temporary(path: Path) -> Path:
-    """A new, empty temporary file beside ``path``, named after its owner process."""
-    while True:
-        temporary = path.parent / f".{path.name}.{_host()}-{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        try:
-            handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # pragma: no cover - 32 random bits
-            continue
-        os.close(handle)
-        return temporary
-
-
-def _target_mode(path: Path) -> int:
-    """The permissions of the file being replaced, or those the umask gives a new file."""
-    try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        return 0o666 & ~_umask()
-
-
-def _set_mode(temporary: Path, mode: int) -> None:
-    with contextlib.suppress(OSError):  # file systems without POSIX modes
-        os.chmod(temporary, mode)
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(temporary_path)`` then rename over ``path``: readers never see half a file.
-
-    The file gets the permissions a new file has under the umask, or keeps those of the file
-    it replaces. Temporaries left by killed saves of ``path`` are removed first.
-    """
-    atomic_write_many([(Path(path), write)])
-
-
-def atomic_write_many(items: Sequence[tuple[Path, Callable[[Path], None]]]) -> None:
-    """Write every file to a temporary name first, then rename them all into place.
-
-    If any write fails, no target is touched and every temporary file is removed. The renames
-    happen in the order given; a failure between them leaves the earlier targets replaced, so
-    callers put the file that matters first (a weights file carries its own settings).
-    """
-    temporaries: list[Path] = []
-    try:
-        for path, write in items:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(path)
-            temporary = _create_temporary(path)
-            temporaries.append(temporary)
-            write(temporary)
-            # Set after writing: some writers (safetensors) recreate the file they are given.
-            _set_mode(temporary, _target_mode(path))
-            with open(temporary, "rb") as written:
-                os.fsync(written.fileno())
-        for temporary, (path, _) in zip(temporaries, items, strict=True):
-            os.replace(temporary, path)
-    except BaseException:
-        for temporary in temporaries:
-            temporary.unlink(missing_ok=True)
-        raise
 
 
 def sidecar_path(path: Path) -> Path:
@@ -307,7 +152,7 @@ def check_save_target(path: str | os.PathLike[str], probe: bool = True) -> Path:
     if probe:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            _create_temporary(path).unlink()
+            create_temporary(path).unlink()
         except OSError as error:
             raise WeightsFileError(
                 f"cannot save to {path}: the folder {path.parent} cannot be written "
@@ -353,120 +198,7 @@ def save_weights(path: str | os.PathLike[str], model: nn.Module, config: ModelCo
     return path
 
 
-# --------------------------------------------------------------------------- pickle safety
-
-
-@dataclass
-class PickleScan:
-    """What a pickle stream would import, found without running it."""
-
-    globals: list[str] = field(default_factory=list)
-    complete: bool = False
-
-    @property
-    def unsafe(self) -> list[str]:
-        names = [re.sub(r"^__builtin__\.", "builtins.", g) for g in self.globals]
-        return [g for g in names if not (g.startswith("torch.") or g in SAFE_GLOBALS)]
-
-
-_STRING_OPS = frozenset(
-    {
-        "SHORT_BINUNICODE",
-        "BINUNICODE",
-        "BINUNICODE8",
-        "UNICODE",
-        "STRING",
-        "BINSTRING",
-        "SHORT_BINSTRING",
-    }
-)
-
-
-class _Mark:
-    """The MARK opcode's entry on the simulated stack."""
-
-
-_MARK = _Mark()
-_GET_OPS = frozenset({"GET", "BINGET", "LONG_BINGET"})
-_PUT_OPS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
-
-
-def scan_pickle(stream: IO[bytes], pickles: int = 1) -> PickleScan:
-    """List the globals that up to ``pickles`` consecutive pickles in ``stream`` would import.
-
-    Only opcodes are read (:func:`pickletools.genops`); nothing is constructed or imported.
-    The unpickler's stack is simulated from each opcode's documented effect, so the module
-    and name a ``STACK_GLOBAL`` takes are the ones really on the stack, however many decoy
-    strings were pushed and popped before; a name that is not a plain string there is
-    reported as ``"<computed>"``, which counts as unsafe. ``complete`` is False when the
-    stream ends or breaks before the expected pickles did.
-    """
-    scan = PickleScan()
-    try:
-        for _ in range(pickles):
-            stack: list[Any] = []
-            memo: dict[Any, Any] = {}
-            for opcode, arg, _pos in pickletools.genops(stream):
-                name = opcode.name
-                if name in ("GLOBAL", "INST"):
-                    scan.globals.append(str(arg).replace(" ", "."))
-                if name in ("MEMOIZE", *_PUT_OPS):
-                    memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1] if stack else None
-                    continue
-                before = opcode.stack_before
-                if pickletools.markobject in before:
-                    while stack and stack[-1] is not _MARK:
-                        stack.pop()
-                    if stack:
-                        stack.pop()
-                    count = before.index(pickletools.markobject)
-                else:
-                    count = len(before)
-                popped = [stack.pop() if stack else None for _ in range(count)][::-1]
-                if name == "STACK_GLOBAL":
-                    module, qualname = popped if len(popped) == 2 else (None, None)
-                    if isinstance(module, str) and isinstance(qualname, str):
-                        scan.globals.append(f"{module}.{qualname}")
-                    else:
-                        scan.globals.append("<computed>")
-                pushed: list[Any] = [None] * len(opcode.stack_after)
-                if name in _STRING_OPS:
-                    pushed = [arg.decode("latin-1") if isinstance(arg, bytes) else arg]
-                elif name in _GET_OPS:
-                    pushed = [memo.get(arg)]
-                elif name == "MARK":
-                    pushed = [_MARK]
-                elif name == "DUP":
-                    pushed = [popped[0] if popped else None] * 2
-                stack.extend(pushed)
-    except (ValueError, EOFError, pickle.UnpicklingError, IndexError, OSError):
-        return scan
-    scan.complete = True
-    return scan
-
-
-def _pickle_members(archive: zipfile.ZipFile) -> list[str]:
-    return [n for n in archive.namelist() if n.endswith(".pkl")]
-
-
-def _scan_file(path: Path, is_zip: bool) -> PickleScan:
-    """Scan every pickle a ``torch.load`` of ``path`` would read."""
-    if is_zip:
-        total = PickleScan(complete=True)
-        try:
-            with zipfile.ZipFile(path) as archive:
-                for member in _pickle_members(archive):
-                    with archive.open(member) as stream:
-                        part = scan_pickle(stream)
-                    total.globals += part.globals
-                    total.complete &= part.complete
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError):
-            total.complete = False
-        return total
-    with open(path, "rb") as stream:
-        # torch.save's legacy format is several pickles in a row (magic number, protocol,
-        # system info, the object, storage keys) followed by raw tensor bytes.
-        return scan_pickle(stream, pickles=5)
+# --------------------------------------------------------------------------- loading safely
 
 
 def _refuse(path: Path, names: list[str]) -> UnsafeWeightsError:
@@ -488,7 +220,7 @@ def _damaged(path: Path, detail: str = "") -> WeightsFileError:
 
 def _torch_load(path: Path, is_zip: bool) -> Any:
     """``torch.load`` with ``weights_only=True``, after a scan that refuses code-running pickles."""
-    scan = _scan_file(path, is_zip)
+    scan = scan_file(path, is_zip)
     if scan.unsafe:
         raise _refuse(path, scan.unsafe)
     try:
