@@ -57,8 +57,8 @@ class Settings:
     rounds: int = 5
     train_seconds: float = 40.0
     train_scene: int = 1024
-    train_batch_size: int = 8
-    train_patch_size: int = 128
+    train_batch_size: int = TrainConfig.batch_size  # the product's defaults
+    train_patch_size: int = TrainConfig.patch_size
     profile_steps: int = 20
     contention_seconds: float = 60.0  # the default budget
     contention_predict_size: int = 4096  # enough batches for the thread tuner to act
