@@ -556,8 +556,8 @@ class TrainConfig:
     max_seconds: float | None = DEFAULT_SECONDS[2]
     max_epochs: int | None = DEFAULT_MAX_EPOCHS
     steps_per_epoch: int = 25
-    batch_size: int = 14
-    patch_size: int = 96
+    batch_size: int = 8
+    patch_size: int = 128
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.05

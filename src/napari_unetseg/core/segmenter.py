@@ -407,7 +407,7 @@ class Segmenter:
         patch = max(multiple, min(config.patch_size, -(-largest // multiple) * multiple))
         advice = (
             f"Use a smaller batch_size (now {config.batch_size}) or patch_size (now "
-            f"{config.patch_size}), e.g. TrainConfig(batch_size=14, patch_size=96), the defaults."
+            f"{config.patch_size}), e.g. TrainConfig(batch_size=8, patch_size=128), the defaults."
         )
         with self._lock:
             needed = training_bytes(self.model, self.config, config.batch_size, patch)
