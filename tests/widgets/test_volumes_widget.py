@@ -28,7 +28,7 @@ def test_stack_trains_a_3d_network_by_default_and_2d_on_request(viewer, widget, 
     assert train.budget.value() == 180  # 3-D steps are slower: a longer default budget
     assert train.learning_rate.value() == 0.001  # the 3-D default rate, measured
     assert train.settings()["volume_learning_rate"] == 0.001
-    train.depth_box.setValue(3)  # a 3-D model's default depth: one level less, measured
+    train.depth_box.setValue(3)  # the fixture's tiny model set 2; start at the 3-D default
     train.network.setCurrentIndex(train.network.findData(2))
     assert (train.budget.value(), train.learning_rate.value()) == (60, 0.003)
     assert train.depth_box.value() == 4
