@@ -352,8 +352,7 @@ def export_package(
         Markdown; a page describing inputs, normalisation, classes and training when not given.
     """
     from .atomic_files import atomic_write
-    from .export import cpu_copy, onnx_bytes_to, trace
-    from .trust import EXTRA_CONFIG
+    from .export import cpu_copy
     from .weights import config_json
 
     _require("bioimageio.spec")
@@ -366,8 +365,6 @@ def export_package(
     network = cpu_copy(model)
     scripted = isinstance(network, torch.jit.ScriptModule)
     raw = _sample_plane(sample, config)
-    test_input = raw[None]
-    test_output = _probabilities(network, preprocess(raw, config.normalization))
     kind = "objects" if config.task == "objects" else "semantic segmentation"
     # The zoo allows letters, digits, spaces and _+-() in names.
     name = name or re.sub(
@@ -380,124 +377,8 @@ def export_package(
 
     with tempfile.TemporaryDirectory(prefix="napari-unetseg-bioimageio-") as folder:
         work = Path(folder)
-        np.save(work / "test_input.npy", test_input)
-        np.save(work / "test_output.npy", test_output)
-        import tifffile
-
-        tifffile.imwrite(work / "sample_input.tif", test_input)
-        tifffile.imwrite(work / "sample_output.tif", test_output)
-        import imageio.v3 as iio
-
-        iio.imwrite(work / "cover.png", _cover(raw, test_output))
-        (work / "README.md").write_text(
-            documentation or _documentation(config, name, description), encoding="utf-8"
-        )
-        traced = trace(network, config)
-        torch.jit.save(  # type: ignore[no-untyped-call]
-            traced,
-            str(work / "weights_torchscript.pt"),
-            _extra_files={EXTRA_CONFIG: config_json(config)},
-        )
-        onnx_bytes_to(work / "weights.onnx", network, config)
-
-        version_ = v0_5.Version(_torch_version())
-        primary = "torchscript" if scripted else "pytorch_state_dict"
-        weights: dict[str, Any] = {
-            "torchscript": v0_5.TorchscriptWeightsDescr(
-                source=work / "weights_torchscript.pt",
-                pytorch_version=version_,
-                parent=None if scripted else "pytorch_state_dict",
-            ),
-            "onnx": v0_5.OnnxWeightsDescr(
-                source=work / "weights.onnx", opset_version=17, parent=primary
-            ),
-        }
-        if not scripted:
-            state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-            torch.save(state, str(work / "weights.pt"))
-            (work / ARCHITECTURE_FILE).write_text(architecture_source(), encoding="utf-8")
-            weights["pytorch_state_dict"] = v0_5.PytorchStateDictWeightsDescr(
-                source=work / "weights.pt",
-                architecture=v0_5.ArchitectureFromFileDescr(
-                    source=work / ARCHITECTURE_FILE,
-                    callable=v0_5.Identifier(ARCHITECTURE_CALLABLE),
-                    kwargs=architecture_kwargs(config),
-                ),
-                pytorch_version=version_,
-            )
-
-        step = config.min_size
-        spatial = [
-            v0_5.SpaceInputAxis(
-                id=v0_5.AxisId(axis), size=v0_5.ParameterizedSize(min=step, step=step)
-            )
-            for axis in ("y", "x")
-        ]
-        preprocessing: list[Any] = [
-            v0_5.EnsureDtypeDescr(kwargs=v0_5.EnsureDtypeKwargs(dtype="float32"))
-        ]
-        n = config.normalization
-        if n.method == "percentile":
-            preprocessing.append(
-                v0_5.ScaleRangeDescr(
-                    kwargs=v0_5.ScaleRangeKwargs(
-                        axes=[v0_5.AxisId("y"), v0_5.AxisId("x")],
-                        min_percentile=n.low,
-                        max_percentile=n.high,
-                        eps=SCALE_RANGE_EPS,
-                    )
-                )
-            )
-        elif n.method == "zscore":
-            preprocessing.append(
-                v0_5.ZeroMeanUnitVarianceDescr(
-                    kwargs=v0_5.ZeroMeanUnitVarianceKwargs(
-                        axes=[v0_5.AxisId("y"), v0_5.AxisId("x")], eps=SCALE_RANGE_EPS
-                    )
-                )
-            )
-        elif n.method == "classic":
-            preprocessing.append(
-                v0_5.ScaleLinearDescr(kwargs=v0_5.ScaleLinearKwargs(gain=1 / 255, offset=0.0))
-            )
-        postprocessing: list[Any] = (
-            [v0_5.SigmoidDescr()]
-            if config.n_classes == 1
-            else [v0_5.SoftmaxDescr(kwargs=v0_5.SoftmaxKwargs(axis=v0_5.AxisId("channel")))]
-        )
-        input_descr = v0_5.InputTensorDescr(
-            id=v0_5.TensorId(INPUT_ID),
-            description="raw intensities of one 2-D plane",
-            axes=[
-                v0_5.BatchAxis(),
-                v0_5.ChannelAxis(channel_names=[f"channel{i}" for i in range(config.in_channels)]),
-                *spatial,
-            ],
-            test_tensor=v0_5.FileDescr(source=work / "test_input.npy"),
-            sample_tensor=v0_5.FileDescr(source=work / "sample_input.tif"),
-            data=v0_5.IntervalOrRatioDataDescr(type="float32"),
-            preprocessing=preprocessing,
-        )
-        output_descr = v0_5.OutputTensorDescr(
-            id=v0_5.TensorId(OUTPUT_ID),
-            description="class probabilities",
-            axes=[
-                v0_5.BatchAxis(),
-                v0_5.ChannelAxis(channel_names=_output_names(config)),
-                *(
-                    v0_5.SpaceOutputAxis(
-                        id=v0_5.AxisId(axis),
-                        size=v0_5.SizeReference(
-                            tensor_id=v0_5.TensorId(INPUT_ID), axis_id=v0_5.AxisId(axis)
-                        ),
-                    )
-                    for axis in ("y", "x")
-                ),
-            ],
-            test_tensor=v0_5.FileDescr(source=work / "test_output.npy"),
-            sample_tensor=v0_5.FileDescr(source=work / "sample_output.tif"),
-            data=v0_5.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
-            postprocessing=postprocessing,
+        _write_package_files(
+            work, network, config, raw, documentation or _documentation(config, name, description)
         )
         settings = json.loads(config_json(config))
         try:
@@ -506,15 +387,15 @@ def export_package(
                 name=name,
                 description=description,
                 authors=author_list,
-                cite=[v0_5.CiteEntry(**c) for c in (cite or [UNET_CITATION])],
+                cite=[v0_5.CiteEntry.model_validate(c) for c in (cite or [UNET_CITATION])],
                 license=license,
                 documentation=v0_5.FileDescr(source=work / "README.md"),
                 covers=[v0_5.FileDescr(source=work / "cover.png")],
                 tags=["napari-unetseg", "unet", "2d", "segmentation", *tags],
                 version=version,
-                inputs=[input_descr],
-                outputs=[output_descr],
-                weights=v0_5.WeightsDescr(**weights),
+                inputs=[_input_descr(v0_5, work, config)],
+                outputs=[_output_descr(v0_5, work, config)],
+                weights=v0_5.WeightsDescr(**_weights_descr(v0_5, work, config, scripted)),
                 config={CONFIG_KEY: {"model_config": settings}},
             )
         except ValueError as error:  # pydantic's ValidationError is a ValueError
@@ -525,6 +406,141 @@ def export_package(
 
         atomic_write(path, write)
     return path
+
+
+def _write_package_files(
+    work: Path, network: nn.Module, config: ModelConfig, raw: np.ndarray, readme: str
+) -> None:
+    """Write into ``work`` the files a package holds: test tensors, cover, README, weights."""
+    import imageio.v3 as iio
+    import tifffile
+
+    from .export import onnx_bytes_to, trace
+    from .trust import EXTRA_CONFIG
+    from .weights import config_json
+
+    test_input = raw[None]
+    test_output = _probabilities(network, preprocess(raw, config.normalization))
+    np.save(work / "test_input.npy", test_input)
+    np.save(work / "test_output.npy", test_output)
+    tifffile.imwrite(work / "sample_input.tif", test_input)
+    tifffile.imwrite(work / "sample_output.tif", test_output)
+    iio.imwrite(work / "cover.png", _cover(raw, test_output))
+    (work / "README.md").write_text(readme, encoding="utf-8")
+    torch.jit.save(  # type: ignore[no-untyped-call]
+        trace(network, config),
+        str(work / "weights_torchscript.pt"),
+        _extra_files={EXTRA_CONFIG: config_json(config)},
+    )
+    onnx_bytes_to(work / "weights.onnx", network, config)
+    if not isinstance(network, torch.jit.ScriptModule):
+        state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+        torch.save(state, str(work / "weights.pt"))
+        (work / ARCHITECTURE_FILE).write_text(architecture_source(), encoding="utf-8")
+
+
+def _weights_descr(v0_5: Any, work: Path, config: ModelConfig, scripted: bool) -> dict[str, Any]:
+    """The weight entries: TorchScript and ONNX, plus the state dict of a non-scripted model."""
+    version = v0_5.Version(_torch_version())
+    primary = "torchscript" if scripted else "pytorch_state_dict"
+    weights: dict[str, Any] = {
+        "torchscript": v0_5.TorchscriptWeightsDescr(
+            source=work / "weights_torchscript.pt",
+            pytorch_version=version,
+            parent=None if scripted else "pytorch_state_dict",
+        ),
+        "onnx": v0_5.OnnxWeightsDescr(
+            source=work / "weights.onnx", opset_version=17, parent=primary
+        ),
+    }
+    if not scripted:
+        weights["pytorch_state_dict"] = v0_5.PytorchStateDictWeightsDescr(
+            source=work / "weights.pt",
+            architecture=v0_5.ArchitectureFromFileDescr(
+                source=work / ARCHITECTURE_FILE,
+                callable=v0_5.Identifier(ARCHITECTURE_CALLABLE),
+                kwargs=architecture_kwargs(config),
+            ),
+            pytorch_version=version,
+        )
+    return weights
+
+
+def _preprocessing(v0_5: Any, normalization: NormalizationConfig) -> list[Any]:
+    """The spec's steps that reproduce our normalisation of the input."""
+    steps: list[Any] = [v0_5.EnsureDtypeDescr(kwargs=v0_5.EnsureDtypeKwargs(dtype="float32"))]
+    plane = [v0_5.AxisId("y"), v0_5.AxisId("x")]
+    if normalization.method == "percentile":
+        steps.append(
+            v0_5.ScaleRangeDescr(
+                kwargs=v0_5.ScaleRangeKwargs(
+                    axes=plane,
+                    min_percentile=normalization.low,
+                    max_percentile=normalization.high,
+                    eps=SCALE_RANGE_EPS,
+                )
+            )
+        )
+    elif normalization.method == "zscore":
+        steps.append(
+            v0_5.ZeroMeanUnitVarianceDescr(
+                kwargs=v0_5.ZeroMeanUnitVarianceKwargs(axes=plane, eps=SCALE_RANGE_EPS)
+            )
+        )
+    elif normalization.method == "classic":
+        steps.append(v0_5.ScaleLinearDescr(kwargs=v0_5.ScaleLinearKwargs(gain=1 / 255, offset=0.0)))
+    return steps
+
+
+def _input_descr(v0_5: Any, work: Path, config: ModelConfig) -> Any:
+    step = config.min_size
+    return v0_5.InputTensorDescr(
+        id=v0_5.TensorId(INPUT_ID),
+        description="raw intensities of one 2-D plane",
+        axes=[
+            v0_5.BatchAxis(),
+            v0_5.ChannelAxis(channel_names=[f"channel{i}" for i in range(config.in_channels)]),
+            *(
+                v0_5.SpaceInputAxis(
+                    id=v0_5.AxisId(axis), size=v0_5.ParameterizedSize(min=step, step=step)
+                )
+                for axis in ("y", "x")
+            ),
+        ],
+        test_tensor=v0_5.FileDescr(source=work / "test_input.npy"),
+        sample_tensor=v0_5.FileDescr(source=work / "sample_input.tif"),
+        data=v0_5.IntervalOrRatioDataDescr(type="float32"),
+        preprocessing=_preprocessing(v0_5, config.normalization),
+    )
+
+
+def _output_descr(v0_5: Any, work: Path, config: ModelConfig) -> Any:
+    postprocessing: list[Any] = (
+        [v0_5.SigmoidDescr()]
+        if config.n_classes == 1
+        else [v0_5.SoftmaxDescr(kwargs=v0_5.SoftmaxKwargs(axis=v0_5.AxisId("channel")))]
+    )
+    return v0_5.OutputTensorDescr(
+        id=v0_5.TensorId(OUTPUT_ID),
+        description="class probabilities",
+        axes=[
+            v0_5.BatchAxis(),
+            v0_5.ChannelAxis(channel_names=_output_names(config)),
+            *(
+                v0_5.SpaceOutputAxis(
+                    id=v0_5.AxisId(axis),
+                    size=v0_5.SizeReference(
+                        tensor_id=v0_5.TensorId(INPUT_ID), axis_id=v0_5.AxisId(axis)
+                    ),
+                )
+                for axis in ("y", "x")
+            ),
+        ],
+        test_tensor=v0_5.FileDescr(source=work / "test_output.npy"),
+        sample_tensor=v0_5.FileDescr(source=work / "sample_output.tif"),
+        data=v0_5.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
+        postprocessing=postprocessing,
+    )
 
 
 def _describe(v0_5: Any, **fields: Any) -> Any:
