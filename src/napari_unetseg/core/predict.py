@@ -426,37 +426,14 @@ def predict_iter(
         normalizer = fit_normalizer(image, layout, model_config.normalization)
     tiling = plan_tiles(layout.plane_shape, config, model_config.min_size)
     total_tiles = tiling.n_tiles * len(indices)
-    probs_out: Any = None
-    if out_probabilities is not None and want_probabilities:
-        check_out(out_probabilities, image, (n_outputs, *layout.output_shape), "f", "probabilities")
-        probs_out = out_probabilities
-    elif want_probabilities:
-        probs_out = np.zeros((n_outputs, *layout.output_shape), np.float32)
-    labels_out: Any = None
-    label_dtype = (
-        np.dtype(np.uint32)
-        if objects
-        else classes_from_probabilities(np.zeros((n_outputs, 1, 1), np.float32)).dtype
+    outputs = _PlaneOutputs(
+        image,
+        layout,
+        model_config,
+        want=(want_probabilities, want_labels, want_uncertainty),
+        given=(out_probabilities, out_labels, out_uncertainty),
     )
-    if out_labels is not None and want_labels:
-        check_out(out_labels, image, layout.output_shape, "ui", "labels")
-        if not objects and np.iinfo(out_labels.dtype).max < n_outputs - 1:
-            raise InputError(
-                f"out= for the labels has dtype {out_labels.dtype}, too small for "
-                f"{n_outputs} classes; use {label_dtype}."
-            )
-        labels_out = out_labels
-    elif want_labels:
-        labels_out = np.zeros(layout.output_shape, label_dtype)
-    given_labels = out_labels is not None and labels_out is out_labels
-    uncertainty_out: Any = None
-    if out_uncertainty is not None and want_uncertainty:
-        check_out(out_uncertainty, image, layout.output_shape, "f", "uncertainty")
-        uncertainty_out = out_uncertainty
-    elif want_uncertainty:
-        uncertainty_out = np.zeros(layout.output_shape, np.float32)
     lazy = _is_lazy(image, layout)
-    next_id = 0
     done_before = 0
     if network is None:
         network = cached_inference_network(model, device, dtype, config.channels_last)
@@ -474,33 +451,7 @@ def predict_iter(
             else:
                 raw = layout.read_plane(image, index)
                 check_finite(raw, where)
-            # Object models need the whole plane's probabilities for the watershed.
-            plane_probs = (
-                np.zeros((n_outputs, *layout.plane_shape), np.float32)
-                if objects and want_labels and probs_out is None
-                else None
-            )
-
-            def emit(
-                y0: int,
-                y1: int,
-                rows: torch.Tensor,
-                index: tuple[Any, ...] = index,
-                plane_probs: np.ndarray | None = plane_probs,
-            ) -> None:
-                values = rows.numpy()
-                if probs_out is not None:
-                    probs_out[(slice(None), *index, slice(y0, y1), slice(None))] = values
-                if plane_probs is not None:
-                    plane_probs[:, y0:y1] = values
-                if labels_out is not None and not objects:
-                    classes = classes_from_probabilities(values)
-                    labels_out[(*index, slice(y0, y1), slice(None))] = classes
-                if uncertainty_out is not None:
-                    uncertainty_out[(*index, slice(y0, y1), slice(None))] = (
-                        entropy_from_probabilities(values)
-                    )
-
+            emit, plane_probs = outputs.plane_sink(index)
             timer = _BatchTimer(tuner)
             for done in predict_plane_iter(
                 network,
@@ -519,22 +470,109 @@ def predict_iter(
                 yield PredictProgress(done_before + done, total_tiles, number, len(indices))
                 timer.resume()
             done_before += tiling.n_tiles
-            if labels_out is not None and objects:
-                source = plane_probs
-                if source is None:
-                    assert probs_out is not None
-                    source = np.asarray(probs_out[(slice(None), *index)])
-                ids = objects_from_probabilities(source, config.min_object_size)
-                if given_labels and next_id + int(ids.max()) > np.iinfo(labels_out.dtype).max:
-                    raise InputError(
-                        f"out= for the labels has dtype {labels_out.dtype}, too small for "
-                        f"{next_id + int(ids.max())} objects; use uint32."
-                    )
-                labels_out[(*index, slice(None), slice(None))] = np.where(ids > 0, ids + next_id, 0)
-                next_id += int(ids.max())
-    if labels_out is not None and objects and not given_labels:
-        labels_out = labels_out.astype(smallest_uint_dtype(next_id), copy=False)
-    return Prediction(probabilities=probs_out, labels=labels_out, uncertainty=uncertainty_out)
+            outputs.write_objects(index, plane_probs, config.min_object_size)
+    return outputs.result()
+
+
+class _PlaneOutputs:
+    """The arrays a prediction fills (given with out= or made here), plane by plane."""
+
+    def __init__(
+        self,
+        image: Any,
+        layout: ImageLayout,
+        model_config: ModelConfig,
+        want: tuple[bool, bool, bool],
+        given: tuple[Any, Any, Any],
+    ) -> None:
+        want_probabilities, want_labels, want_uncertainty = want
+        out_probabilities, out_labels, out_uncertainty = given
+        n_outputs = model_config.n_classes
+        self.n_outputs = n_outputs
+        self.plane_shape = layout.plane_shape
+        self.objects = model_config.task == "objects"
+        self.next_id = 0
+        self.probabilities: Any = None
+        if out_probabilities is not None and want_probabilities:
+            check_out(
+                out_probabilities, image, (n_outputs, *layout.output_shape), "f", "probabilities"
+            )
+            self.probabilities = out_probabilities
+        elif want_probabilities:
+            self.probabilities = np.zeros((n_outputs, *layout.output_shape), np.float32)
+        label_dtype = (
+            np.dtype(np.uint32)
+            if self.objects
+            else classes_from_probabilities(np.zeros((n_outputs, 1, 1), np.float32)).dtype
+        )
+        self.labels: Any = None
+        if out_labels is not None and want_labels:
+            check_out(out_labels, image, layout.output_shape, "ui", "labels")
+            if not self.objects and np.iinfo(out_labels.dtype).max < n_outputs - 1:
+                raise InputError(
+                    f"out= for the labels has dtype {out_labels.dtype}, too small for "
+                    f"{n_outputs} classes; use {label_dtype}."
+                )
+            self.labels = out_labels
+        elif want_labels:
+            self.labels = np.zeros(layout.output_shape, label_dtype)
+        self.given_labels = out_labels is not None and self.labels is out_labels
+        self.uncertainty: Any = None
+        if out_uncertainty is not None and want_uncertainty:
+            check_out(out_uncertainty, image, layout.output_shape, "f", "uncertainty")
+            self.uncertainty = out_uncertainty
+        elif want_uncertainty:
+            self.uncertainty = np.zeros(layout.output_shape, np.float32)
+
+    def plane_sink(self, index: tuple[Any, ...]) -> tuple[RowSink, np.ndarray | None]:
+        """The row writer for one plane, and the plane's own probabilities when needed."""
+        # Object models need the whole plane's probabilities for the watershed.
+        plane_probs = (
+            np.zeros((self.n_outputs, *self.plane_shape), np.float32)
+            if self.objects and self.labels is not None and self.probabilities is None
+            else None
+        )
+
+        def emit(y0: int, y1: int, rows: torch.Tensor) -> None:
+            values = rows.numpy()
+            where = (*index, slice(y0, y1), slice(None))
+            if self.probabilities is not None:
+                self.probabilities[(slice(None), *where)] = values
+            if plane_probs is not None:
+                plane_probs[:, y0:y1] = values
+            if self.labels is not None and not self.objects:
+                self.labels[where] = classes_from_probabilities(values)
+            if self.uncertainty is not None:
+                self.uncertainty[where] = entropy_from_probabilities(values)
+
+        return emit, plane_probs
+
+    def write_objects(
+        self, index: tuple[Any, ...], plane_probs: np.ndarray | None, min_object_size: int
+    ) -> None:
+        """An object model's ids for one plane, numbered on from the planes before."""
+        if self.labels is None or not self.objects:
+            return
+        source = plane_probs
+        if source is None:
+            source = np.asarray(self.probabilities[(slice(None), *index)])
+        ids = objects_from_probabilities(source, min_object_size)
+        last = self.next_id + int(ids.max())
+        if self.given_labels and last > np.iinfo(self.labels.dtype).max:
+            raise InputError(
+                f"out= for the labels has dtype {self.labels.dtype}, too small for "
+                f"{last} objects; use uint32."
+            )
+        self.labels[(*index, slice(None), slice(None))] = np.where(ids > 0, ids + self.next_id, 0)
+        self.next_id = last
+
+    def result(self) -> Prediction:
+        labels = self.labels
+        if labels is not None and self.objects and not self.given_labels:
+            labels = labels.astype(smallest_uint_dtype(self.next_id), copy=False)
+        return Prediction(
+            probabilities=self.probabilities, labels=labels, uncertainty=self.uncertainty
+        )
 
 
 class _BatchTimer:
