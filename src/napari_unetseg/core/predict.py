@@ -426,13 +426,14 @@ def predict_iter(
         normalizer = fit_normalizer(image, layout, model_config.normalization)
     tiling = plan_tiles(layout.plane_shape, config, model_config.min_size)
     total_tiles = tiling.n_tiles * len(indices)
-    outputs = _PlaneOutputs(
+    arrays = OutputArrays.make(
         image,
         layout,
         model_config,
         want=(want_probabilities, want_labels, want_uncertainty),
         given=(out_probabilities, out_labels, out_uncertainty),
     )
+    outputs = _PlaneOutputs(arrays, layout, model_config)
     lazy = _is_lazy(image, layout)
     done_before = 0
     if network is None:
@@ -474,76 +475,111 @@ def predict_iter(
     return outputs.result()
 
 
-class _PlaneOutputs:
-    """The arrays a prediction fills (given with out= or made here), plane by plane."""
+@dataclass
+class OutputArrays:
+    """The arrays a prediction fills: the caller's out= arrays, or new ones made here."""
 
-    def __init__(
-        self,
+    probabilities: Any
+    labels: Any
+    uncertainty: Any
+    labels_given: bool
+
+    @classmethod
+    def make(
+        cls,
         image: Any,
         layout: ImageLayout,
         model_config: ModelConfig,
         want: tuple[bool, bool, bool],
         given: tuple[Any, Any, Any],
-    ) -> None:
+    ) -> OutputArrays:
+        """``want`` and ``given``: (probabilities, labels, uncertainty)."""
         want_probabilities, want_labels, want_uncertainty = want
         out_probabilities, out_labels, out_uncertainty = given
         n_outputs = model_config.n_classes
-        self.n_outputs = n_outputs
-        self.plane_shape = layout.plane_shape
-        self.objects = model_config.task == "objects"
-        self.next_id = 0
-        self.probabilities: Any = None
+        objects = model_config.task == "objects"
+        probabilities: Any = None
         if out_probabilities is not None and want_probabilities:
             check_out(
                 out_probabilities, image, (n_outputs, *layout.output_shape), "f", "probabilities"
             )
-            self.probabilities = out_probabilities
+            probabilities = out_probabilities
         elif want_probabilities:
-            self.probabilities = np.zeros((n_outputs, *layout.output_shape), np.float32)
+            probabilities = np.zeros((n_outputs, *layout.output_shape), np.float32)
         label_dtype = (
             np.dtype(np.uint32)
-            if self.objects
+            if objects
             else classes_from_probabilities(np.zeros((n_outputs, 1, 1), np.float32)).dtype
         )
-        self.labels: Any = None
+        labels: Any = None
         if out_labels is not None and want_labels:
             check_out(out_labels, image, layout.output_shape, "ui", "labels")
-            if not self.objects and np.iinfo(out_labels.dtype).max < n_outputs - 1:
+            if not objects and np.iinfo(out_labels.dtype).max < n_outputs - 1:
                 raise InputError(
                     f"out= for the labels has dtype {out_labels.dtype}, too small for "
                     f"{n_outputs} classes; use {label_dtype}."
                 )
-            self.labels = out_labels
+            labels = out_labels
         elif want_labels:
-            self.labels = np.zeros(layout.output_shape, label_dtype)
-        self.given_labels = out_labels is not None and self.labels is out_labels
-        self.uncertainty: Any = None
+            labels = np.zeros(layout.output_shape, label_dtype)
+        uncertainty: Any = None
         if out_uncertainty is not None and want_uncertainty:
             check_out(out_uncertainty, image, layout.output_shape, "f", "uncertainty")
-            self.uncertainty = out_uncertainty
+            uncertainty = out_uncertainty
         elif want_uncertainty:
-            self.uncertainty = np.zeros(layout.output_shape, np.float32)
+            uncertainty = np.zeros(layout.output_shape, np.float32)
+        return cls(probabilities, labels, uncertainty, labels is not None and labels is out_labels)
+
+    def place_objects(self, where: tuple[Any, ...], ids: np.ndarray, next_id: int) -> int:
+        """Write object ``ids`` at ``where``, numbered on from ``next_id``; the new next id."""
+        last = next_id + int(ids.max())
+        if self.labels_given and last > np.iinfo(self.labels.dtype).max:
+            raise InputError(
+                f"out= for the labels has dtype {self.labels.dtype}, too small for "
+                f"{last} objects; use uint32."
+            )
+        self.labels[where] = np.where(ids > 0, ids + next_id, 0)
+        return last
+
+    def result(self, n_objects: int | None = None) -> Prediction:
+        """The prediction; new object labels shrink to the smallest dtype for ``n_objects``."""
+        labels = self.labels
+        if labels is not None and n_objects is not None and not self.labels_given:
+            labels = labels.astype(smallest_uint_dtype(n_objects), copy=False)
+        return Prediction(self.probabilities, labels, self.uncertainty)
+
+
+class _PlaneOutputs:
+    """Writes a 2-D model's predictions into the output arrays, plane by plane."""
+
+    def __init__(self, arrays: OutputArrays, layout: ImageLayout, model_config: ModelConfig):
+        self.arrays = arrays
+        self.n_outputs = model_config.n_classes
+        self.plane_shape = layout.plane_shape
+        self.objects = model_config.task == "objects"
+        self.next_id = 0
 
     def plane_sink(self, index: tuple[Any, ...]) -> tuple[RowSink, np.ndarray | None]:
         """The row writer for one plane, and the plane's own probabilities when needed."""
+        arrays = self.arrays
         # Object models need the whole plane's probabilities for the watershed.
         plane_probs = (
             np.zeros((self.n_outputs, *self.plane_shape), np.float32)
-            if self.objects and self.labels is not None and self.probabilities is None
+            if self.objects and arrays.labels is not None and arrays.probabilities is None
             else None
         )
 
         def emit(y0: int, y1: int, rows: torch.Tensor) -> None:
             values = rows.numpy()
             where = (*index, slice(y0, y1), slice(None))
-            if self.probabilities is not None:
-                self.probabilities[(slice(None), *where)] = values
+            if arrays.probabilities is not None:
+                arrays.probabilities[(slice(None), *where)] = values
             if plane_probs is not None:
                 plane_probs[:, y0:y1] = values
-            if self.labels is not None and not self.objects:
-                self.labels[where] = classes_from_probabilities(values)
-            if self.uncertainty is not None:
-                self.uncertainty[where] = entropy_from_probabilities(values)
+            if arrays.labels is not None and not self.objects:
+                arrays.labels[where] = classes_from_probabilities(values)
+            if arrays.uncertainty is not None:
+                arrays.uncertainty[where] = entropy_from_probabilities(values)
 
         return emit, plane_probs
 
@@ -551,28 +587,18 @@ class _PlaneOutputs:
         self, index: tuple[Any, ...], plane_probs: np.ndarray | None, min_object_size: int
     ) -> None:
         """An object model's ids for one plane, numbered on from the planes before."""
-        if self.labels is None or not self.objects:
+        if self.arrays.labels is None or not self.objects:
             return
         source = plane_probs
         if source is None:
-            source = np.asarray(self.probabilities[(slice(None), *index)])
+            source = np.asarray(self.arrays.probabilities[(slice(None), *index)])
         ids = objects_from_probabilities(source, min_object_size)
-        last = self.next_id + int(ids.max())
-        if self.given_labels and last > np.iinfo(self.labels.dtype).max:
-            raise InputError(
-                f"out= for the labels has dtype {self.labels.dtype}, too small for "
-                f"{last} objects; use uint32."
-            )
-        self.labels[(*index, slice(None), slice(None))] = np.where(ids > 0, ids + self.next_id, 0)
-        self.next_id = last
+        self.next_id = self.arrays.place_objects(
+            (*index, slice(None), slice(None)), ids, self.next_id
+        )
 
     def result(self) -> Prediction:
-        labels = self.labels
-        if labels is not None and self.objects and not self.given_labels:
-            labels = labels.astype(smallest_uint_dtype(self.next_id), copy=False)
-        return Prediction(
-            probabilities=self.probabilities, labels=labels, uncertainty=self.uncertainty
-        )
+        return self.arrays.result(self.next_id if self.objects else None)
 
 
 class _BatchTimer:

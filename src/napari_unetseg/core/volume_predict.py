@@ -17,19 +17,17 @@ from scipy import ndimage as ndi
 from torch import nn
 
 from .config import ModelConfig, PredictConfig
-from .errors import InputError
 from .layout import ImageLayout
 from .normalization import Normalizer, check_finite, fit_normalizer
 from .objects import objects_from_probabilities
 from .predict import (
+    OutputArrays,
     Prediction,
     PredictProgress,
-    check_out,
     check_plane_size,
     classes_from_probabilities,
     eval_mode,
     logits_to_probabilities,
-    smallest_uint_dtype,
 )
 from .tiling import AxisTiling, plan_axis
 from .volumes import VolumeView, depth_axis, normalize_volume, volume_indices
@@ -160,108 +158,121 @@ def predict_volume_iter(
     if normalizer is None:
         normalizer = fit_normalizer(image, layout, model_config.normalization)
 
-    probs_out: Any = None
-    if out_probabilities is not None and want_probabilities:
-        check_out(out_probabilities, image, (n_outputs, *layout.output_shape), "f", "probabilities")
-        probs_out = out_probabilities
-    elif want_probabilities:
-        probs_out = np.zeros((n_outputs, *layout.output_shape), np.float32)
-    label_dtype = (
-        np.dtype(np.uint32)
-        if objects
-        else classes_from_probabilities(np.zeros((n_outputs, 1), np.float32)).dtype
+    arrays = OutputArrays.make(
+        image,
+        layout,
+        model_config,
+        want=(want_probabilities, want_labels, False),
+        given=(out_probabilities, out_labels, None),
     )
-    labels_out: Any = None
-    if out_labels is not None and want_labels:
-        check_out(out_labels, image, layout.output_shape, "ui", "labels")
-        labels_out = out_labels
-    elif want_labels:
-        labels_out = np.zeros(layout.output_shape, label_dtype)
-    given_labels = labels_out is not None and labels_out is out_labels
+    keep_objects = objects and arrays.labels is not None
 
-    jobs = []  # (outer, z tile, z range to write)
+    jobs = []  # (outer, z tile)
     for outer, zs in wanted.items():
         for k, (a, b) in enumerate(z_owned):
             if any(a <= z < b for z in zs):
                 jobs.append((outer, k))
-    per_slab = len(ty.starts) * len(tx.starts)
-    total = per_slab * len(jobs)
-    wy = [torch.from_numpy(ty.normalized_weights(i)) for i in range(len(ty.starts))]
-    wx = [torch.from_numpy(tx.normalized_weights(j)) for j in range(len(tx.starts))]
-    use_autocast = dtype != torch.float32
+    total = len(ty.starts) * len(tx.starts) * len(jobs)
     done, next_id = 0, 0
     volume_probs: np.ndarray | None = None
     current_outer: tuple[int, ...] | None = None
 
-    def finish_objects(outer: tuple[int, ...]) -> None:
-        nonlocal next_id
+    def finish_objects(outer: tuple[int, ...]) -> int:
         source = (
             volume_probs
             if volume_probs is not None
-            else np.asarray(probs_out[(slice(None), *outer)])
+            else np.asarray(arrays.probabilities[(slice(None), *outer)])
         )
         ids = volume_objects(source, config.min_object_size, model_config.voxel_size)
         keep = np.zeros(shape[0], bool)
         keep[sorted(wanted[outer])] = True
         ids[~keep] = 0
-        if given_labels and next_id + int(ids.max()) > np.iinfo(labels_out.dtype).max:
-            raise InputError(
-                f"out= for the labels has dtype {labels_out.dtype}, too small for "
-                f"{next_id + int(ids.max())} objects; use uint32."
-            )
-        labels_out[outer] = np.where(ids > 0, ids + next_id, 0)
-        next_id += int(ids.max())
+        return arrays.place_objects(outer, ids, next_id)
 
     with eval_mode(network):
         for number, (outer, k) in enumerate(jobs):
             if outer != current_outer:
-                if current_outer is not None and objects and labels_out is not None:
-                    finish_objects(current_outer)
+                if current_outer is not None and keep_objects:
+                    next_id = finish_objects(current_outer)
                 current_outer = outer
                 volume_probs = (
                     np.zeros((n_outputs, *shape), np.float32)
-                    if objects and labels_out is not None and probs_out is None
+                    if keep_objects and arrays.probabilities is None
                     else None
                 )
-            view = VolumeView(image, layout, outer)
-            where = f"volume {outer}" if outer else "the stack"
-            z0, z1 = z_owned[k]
-            keep_z = sorted(z for z in wanted[outer] if z0 <= z < z1)
-            local = [z - tz.starts[k] for z in range(z0, z1)]
-            band = torch.zeros((n_outputs, z1 - z0, 0, tx.padded))
-            top = 0  # first row held in the band
+            sink = _RowSink(arrays.probabilities, volume_probs, None if objects else arrays.labels)
+            for _ in _predict_slab(
+                network,
+                VolumeView(image, layout, outer),
+                outer,
+                (tz, ty, tx),
+                k,
+                wanted_z=sorted(wanted[outer]),
+                normalizer=normalizer,
+                sink=sink,
+                device=device,
+                dtype=dtype,
+                n_outputs=n_outputs,
+                shape=shape,
+            ):
+                done += 1
+                yield PredictProgress(done, total, number, len(jobs))
+        if current_outer is not None and keep_objects:
+            next_id = finish_objects(current_outer)
+    return arrays.result(next_id if objects else None)
 
-            for i in range(len(ty.starts)):
-                for j in range(len(tx.starts)):
-                    tile = _read_tile(view, (tz, ty, tx), (k, i, j), normalizer, where)
-                    x = torch.from_numpy(tile)[None].to(device)
-                    with (
-                        torch.no_grad(),
-                        torch.autocast(device.type, dtype=dtype, enabled=use_autocast),
-                    ):
-                        probs = logits_to_probabilities(network(x))[0].cpu()
-                    probs = probs[:, local]
-                    y0, x0 = ty.starts[i] - top, tx.starts[j]
-                    missing = y0 + ty.tile - band.shape[2]
-                    if missing > 0:
-                        band = torch.cat(
-                            [band, band.new_zeros((*band.shape[:2], missing, band.shape[3]))], 2
-                        )
-                    weight = wy[i][:, None] * wx[j][None, :]
-                    band[:, :, y0 : y0 + ty.tile, x0 : x0 + tx.tile].addcmul_(probs, weight)
-                    done += 1
-                    yield PredictProgress(done, total, number, len(jobs))
-                # rows above the next tile row are final
-                finished = ty.starts[i + 1] if i + 1 < len(ty.starts) else ty.padded
-                count = finished - top
-                if count > 0:
-                    rows = band[:, :, :count].numpy()[:, :, : max(0, shape[1] - top), : shape[2]]
-                    sink = _RowSink(probs_out, volume_probs, None if objects else labels_out)
-                    sink.write(outer, z0, keep_z, top, rows)
-                    band = band[:, :, count:].clone()
-                    top += count
-        if current_outer is not None and objects and labels_out is not None:
-            finish_objects(current_outer)
-    if labels_out is not None and objects and not given_labels:
-        labels_out = labels_out.astype(smallest_uint_dtype(next_id), copy=False)
-    return Prediction(probabilities=probs_out, labels=labels_out)
+
+def _predict_slab(
+    network: nn.Module,
+    view: VolumeView,
+    outer: tuple[int, ...],
+    tilings: tuple[AxisTiling, AxisTiling, AxisTiling],
+    k: int,
+    *,
+    wanted_z: list[int],
+    normalizer: Normalizer,
+    sink: _RowSink,
+    device: torch.device,
+    dtype: torch.dtype,
+    n_outputs: int,
+    shape: tuple[int, ...],
+) -> Generator[None, None, None]:
+    """Predict the planes that z tile ``k`` owns, blending tiles in Y and X; one yield a tile.
+
+    Rows go to ``sink`` as soon as no later tile overlaps them, so one band of tile rows
+    is held at a time.
+    """
+    tz, ty, tx = tilings
+    where = f"volume {outer}" if outer else "the stack"
+    z0, z1 = owned_ranges(tz)[k]
+    keep_z = [z for z in wanted_z if z0 <= z < z1]
+    local = [z - tz.starts[k] for z in range(z0, z1)]
+    wy = [torch.from_numpy(ty.normalized_weights(i)) for i in range(len(ty.starts))]
+    wx = [torch.from_numpy(tx.normalized_weights(j)) for j in range(len(tx.starts))]
+    use_autocast = dtype != torch.float32
+    band = torch.zeros((n_outputs, z1 - z0, 0, tx.padded))
+    top = 0  # first row held in the band
+    for i in range(len(ty.starts)):
+        for j in range(len(tx.starts)):
+            tile = _read_tile(view, tilings, (k, i, j), normalizer, where)
+            x = torch.from_numpy(tile)[None].to(device)
+            with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=use_autocast):
+                probs = logits_to_probabilities(network(x))[0].cpu()
+            probs = probs[:, local]
+            y0, x0 = ty.starts[i] - top, tx.starts[j]
+            missing = y0 + ty.tile - band.shape[2]
+            if missing > 0:
+                band = torch.cat(
+                    [band, band.new_zeros((*band.shape[:2], missing, band.shape[3]))], 2
+                )
+            weight = wy[i][:, None] * wx[j][None, :]
+            band[:, :, y0 : y0 + ty.tile, x0 : x0 + tx.tile].addcmul_(probs, weight)
+            yield
+        # rows above the next tile row are final
+        finished = ty.starts[i + 1] if i + 1 < len(ty.starts) else ty.padded
+        count = finished - top
+        if count > 0:
+            rows = band[:, :, :count].numpy()[:, :, : max(0, shape[1] - top), : shape[2]]
+            sink.write(outer, z0, keep_z, top, rows)
+            band = band[:, :, count:].clone()
+            top += count
