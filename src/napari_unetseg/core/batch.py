@@ -644,18 +644,9 @@ def segment_large_image(
 
     image_file = Path(image_path).expanduser()
     output = Path(output_path).expanduser()
-    if not image_file.exists():
-        raise InputError(f"{image_path}: no such file or folder.")
-    if not output.name.lower().endswith(".zarr"):
-        raise InputError(f"{output_path}: the output of a split image is a zarr; name it *.zarr.")
-    if output.resolve() == image_file.resolve():
-        raise InputError(f"{output_path} is the image itself; name another output.")
-    if output.exists() and not overwrite:
-        raise InputError(f"{output_path} exists; remove it or pass overwrite=True (--overwrite).")
-    if strip_rows < 1:
-        raise InputError(f"strip_rows must be at least 1, not {strip_rows}.")
-    if threads_per_worker is not None and threads_per_worker < 1:
-        raise InputError(f"threads_per_worker must be at least 1, not {threads_per_worker}.")
+    _check_split_arguments(
+        (image_path, image_file), (output_path, output), overwrite, strip_rows, threads_per_worker
+    )
     source = ModelSource.of(model_path, device, threads_per_worker, trust_code)
     segmenter = Segmenter.load(
         source.path, device=device if client is None else "cpu", trust_code=trust_code
@@ -695,33 +686,76 @@ def segment_large_image(
                 if on_progress is not None:
                     on_progress(done, len(strips))
         else:
-            from distributed import as_completed
-
-            futures = [
-                client.submit(
-                    _segment_strip,
-                    source,
-                    image_file.resolve(),
-                    layout.axes,
-                    temporary.resolve(),
-                    strip,
-                    normalizer,
-                    config,
-                    key=f"unetseg-strip-{uuid.uuid4().hex}",
-                    pure=False,
-                )
-                for strip in strips
-            ]
-            try:
-                for done, future in enumerate(as_completed(futures), 1):  # type: ignore[no-untyped-call]
-                    future.result()  # a strip that fails fails the image: nothing is renamed
-                    if on_progress is not None:
-                        on_progress(done, len(strips))
-            except BaseException:
-                client.cancel(futures)
-                raise
+            _strips_on_workers(
+                client,
+                strips,
+                (source, image_file.resolve(), layout.axes, temporary.resolve()),
+                normalizer,
+                config,
+                on_progress,
+            )
         _replace_folder(temporary, output)
     finally:
         if temporary.exists():
             shutil.rmtree(temporary, ignore_errors=True)
     return output
+
+
+def _check_split_arguments(
+    image: tuple[str | os.PathLike[str], Path],
+    output: tuple[str | os.PathLike[str], Path],
+    overwrite: bool,
+    strip_rows: int,
+    threads_per_worker: int | None,
+) -> None:
+    """``image`` and ``output``: each as the caller named it and as resolved."""
+    (image_name, image_file), (output_name, output_file) = image, output
+    if not image_file.exists():
+        raise InputError(f"{image_name}: no such file or folder.")
+    if not output_file.name.lower().endswith(".zarr"):
+        raise InputError(f"{output_name}: the output of a split image is a zarr; name it *.zarr.")
+    if output_file.resolve() == image_file.resolve():
+        raise InputError(f"{output_name} is the image itself; name another output.")
+    if output_file.exists() and not overwrite:
+        raise InputError(f"{output_name} exists; remove it or pass overwrite=True (--overwrite).")
+    if strip_rows < 1:
+        raise InputError(f"strip_rows must be at least 1, not {strip_rows}.")
+    if threads_per_worker is not None and threads_per_worker < 1:
+        raise InputError(f"threads_per_worker must be at least 1, not {threads_per_worker}.")
+
+
+def _strips_on_workers(
+    client: Any,
+    strips: list[Strip],
+    where: tuple[ModelSource, Path, str, Path],
+    normalizer: Any,
+    config: Any,
+    on_progress: Callable[[int, int], object] | None,
+) -> None:
+    """Each strip as a task; ``where``: the model, the image, its axes and the output zarr."""
+    from distributed import as_completed
+
+    source, image_file, axes, output = where
+    futures = [
+        client.submit(
+            _segment_strip,
+            source,
+            image_file,
+            axes,
+            output,
+            strip,
+            normalizer,
+            config,
+            key=f"unetseg-strip-{uuid.uuid4().hex}",
+            pure=False,
+        )
+        for strip in strips
+    ]
+    try:
+        for done, future in enumerate(as_completed(futures), 1):  # type: ignore[no-untyped-call]
+            future.result()  # a strip that fails fails the image: nothing is renamed
+            if on_progress is not None:
+                on_progress(done, len(strips))
+    except BaseException:
+        client.cancel(futures)
+        raise
