@@ -339,7 +339,16 @@ def _add_trust_code(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-unetseg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_demo_command(sub)
+    _add_train_command(sub)
+    _add_segment_command(sub)
+    _add_info_command(sub)
+    _add_export_command(sub)
+    return parser
 
+
+def _add_demo_command(sub: Any) -> None:
+    """``demo``: napari with the sample, or training in the terminal."""
     demo = sub.add_parser("demo", help="open napari with the sample and the plugin docked")
     demo.add_argument(
         "--headless", action="store_true", help="train on the sample in the terminal instead"
@@ -348,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--objects", action="store_true", help="--headless: train an object model")
     demo.set_defaults(run=_cmd_demo)
 
+
+def _add_train_command(sub: Any) -> None:
+    """``train``: train or fine-tune from image and label files."""
     train = sub.add_parser("train", help="train or fine-tune on image/labels files (TIFF or .npy)")
     train.add_argument("--image", nargs="+", required=True)
     train.add_argument("--labels", nargs="+", required=True)
@@ -387,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trust_code(train)
     train.set_defaults(run=_cmd_train)
 
+
+def _add_segment_command(sub: Any) -> None:
+    """``segment``: segment files, here or on a dask cluster."""
     segment = sub.add_parser(
         "segment",
         help="segment image files (TIFF, .npy, .zarr) with a weights file",
@@ -463,11 +478,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trust_code(segment)
     segment.set_defaults(run=_cmd_segment)
 
+
+def _add_info_command(sub: Any) -> None:
+    """``info``: describe a weights file."""
     info = sub.add_parser("info", help="describe a weights file")
     info.add_argument("weights")
     _add_trust_code(info)
     info.set_defaults(run=_cmd_info)
 
+
+def _add_export_command(sub: Any) -> None:
+    """``export``: write a model for other tools."""
     export = sub.add_parser(
         "export",
         help="write a weights file as a bioimage.io package (.zip), ONNX (.onnx) or "
@@ -496,7 +517,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_trust_code(export)
     export.set_defaults(run=_cmd_export)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
