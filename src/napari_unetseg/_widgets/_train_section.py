@@ -56,6 +56,8 @@ DEFAULT_SECONDS_3D = round(DEFAULT_SECONDS[3])
 if TYPE_CHECKING:
     import napari
 
+    from napari_unetseg.core.training_events import StepDone, TrainingDone, TrainingStarted
+
     from ._session import Session
 
 MODES = {
@@ -454,25 +456,7 @@ class TrainSection(JobSection):
         from ._jobs import ModelCreated, Preview
 
         if isinstance(event, StepDone):
-            if self._new_model is not None:  # it has learnt: it becomes the current model
-                self.session.segmenter, self._new_model = self._new_model, None
-            self.plot.add_step(event.step / self._steps_per_epoch, event.loss)
-            now = time.monotonic()
-            if now - self._last_draw >= REDRAW_INTERVAL:
-                self._last_draw = now
-                self._show_progress(event.elapsed, event.remaining)
-                self.status.setText(
-                    f"epoch {event.epoch} · step {event.step} · loss {event.loss:.3f} · "
-                    f"{format_seconds(event.elapsed)} elapsed, "
-                    + (
-                        f"{format_seconds(event.remaining)} left"
-                        if event.remaining is not None
-                        else "live until stopped"
-                    )
-                    + self._best_text()
-                    + self._paint_note
-                )
-                self.plot.redraw()
+            self._on_step(event)
         elif isinstance(event, EpochDone):
             self.plot.add_epoch(
                 event.step / self._steps_per_epoch, event.train_loss, event.validation_dice
@@ -496,56 +480,81 @@ class TrainSection(JobSection):
         elif isinstance(event, ModelCreated):
             self._new_model = event.segmenter  # current only after its first step
         elif isinstance(event, TrainingStarted):
-            self._best = None
-            self.plot.clear()  # the inputs passed their checks: a new curve begins
-            held = (
-                f", {event.validation_pixels:,} held out for validation"
-                if event.validation_pixels
-                else ""
-            )
-            note = (
-                f" {event.validation_note[:1].upper()}{event.validation_note[1:]}."
-                if event.validation_note
-                else ""
-            )
-            model = self._new_model or self.session.segmenter  # a new one is current later
-            kind = "3-D U-Net" if model is not None and model.is_3d else "2-D U-Net"
-            self.status.setText(
-                f"Training a {kind} on {event.device}: {event.train_pixels:,} painted pixels"
-                f"{held}.{note}"
-            )
-            for paint_note in event.paint_notes:  # at once: the user can stop and repaint
-                show_warning(f"Paint: {paint_note}")
-            self._shown_notes = frozenset(event.paint_notes)
+            self._on_started(event)
         elif isinstance(event, TrainingDone):
-            self.history = event.history
-            h = event.history
-            why = {
-                "time": "time budget spent",
-                "epochs": "all epochs done",
-                "stopped": "stopped",
-                "error": "failed",
-            }.get(h.stop_reason, h.stop_reason)
-            dice = (
-                f", best validation Dice {h.best_validation_dice:.3f}"
-                if h.best_validation_dice
-                else ""
-            )
-            self.progress.setValue(1000)
-            kept = (
-                "The model is unchanged."
-                if h.steps == 0
-                else "The best weights are kept; press Segment."
-            )
-            model = self.session.segmenter
-            adjusted = h.adjustment_note(model.config.names) if model is not None else ""
+            self._on_done(event)
+
+    def _on_step(self, event: StepDone) -> None:
+        if self._new_model is not None:  # it has learnt: it becomes the current model
+            self.session.segmenter, self._new_model = self._new_model, None
+        self.plot.add_step(event.step / self._steps_per_epoch, event.loss)
+        now = time.monotonic()
+        if now - self._last_draw >= REDRAW_INTERVAL:
+            self._last_draw = now
+            self._show_progress(event.elapsed, event.remaining)
             self.status.setText(
-                f"Done ({why}): {h.steps} steps, {h.epochs} epochs in "
-                f"{format_seconds(h.elapsed)}{dice}. {kept}" + (f" {adjusted}" if adjusted else "")
+                f"epoch {event.epoch} · step {event.step} · loss {event.loss:.3f} · "
+                f"{format_seconds(event.elapsed)} elapsed, "
+                + (
+                    f"{format_seconds(event.remaining)} left"
+                    if event.remaining is not None
+                    else "live until stopped"
+                )
+                + self._best_text()
+                + self._paint_note
             )
-            for warning in h.warnings:
-                if warning not in self._shown_notes:
-                    show_warning(f"Training: {warning}")
+            self.plot.redraw()
+
+    def _on_started(self, event: TrainingStarted) -> None:
+        self._best = None
+        self.plot.clear()  # the inputs passed their checks: a new curve begins
+        held = (
+            f", {event.validation_pixels:,} held out for validation"
+            if event.validation_pixels
+            else ""
+        )
+        note = (
+            f" {event.validation_note[:1].upper()}{event.validation_note[1:]}."
+            if event.validation_note
+            else ""
+        )
+        model = self._new_model or self.session.segmenter  # a new one is current later
+        kind = "3-D U-Net" if model is not None and model.is_3d else "2-D U-Net"
+        self.status.setText(
+            f"Training a {kind} on {event.device}: {event.train_pixels:,} painted pixels"
+            f"{held}.{note}"
+        )
+        for paint_note in event.paint_notes:  # at once: the user can stop and repaint
+            show_warning(f"Paint: {paint_note}")
+        self._shown_notes = frozenset(event.paint_notes)
+
+    def _on_done(self, event: TrainingDone) -> None:
+        self.history = event.history
+        h = event.history
+        why = {
+            "time": "time budget spent",
+            "epochs": "all epochs done",
+            "stopped": "stopped",
+            "error": "failed",
+        }.get(h.stop_reason, h.stop_reason)
+        dice = (
+            f", best validation Dice {h.best_validation_dice:.3f}" if h.best_validation_dice else ""
+        )
+        self.progress.setValue(1000)
+        kept = (
+            "The model is unchanged."
+            if h.steps == 0
+            else "The best weights are kept; press Segment."
+        )
+        model = self.session.segmenter
+        adjusted = h.adjustment_note(model.config.names) if model is not None else ""
+        self.status.setText(
+            f"Done ({why}): {h.steps} steps, {h.epochs} epochs in "
+            f"{format_seconds(h.elapsed)}{dice}. {kept}" + (f" {adjusted}" if adjusted else "")
+        )
+        for warning in h.warnings:
+            if warning not in self._shown_notes:
+                show_warning(f"Training: {warning}")
 
     _best: float | None = None
     _new_model: Any = None
