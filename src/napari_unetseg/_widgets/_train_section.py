@@ -88,8 +88,6 @@ class TrainSection(JobSection):
         self, viewer: napari.Viewer, session: Session, parent: QWidget | None = None
     ) -> None:
         super().__init__("Train", viewer, session, "Start training", "Stop", parent)
-        from napari.layers import Image, Labels
-
         #: Extra ``TrainConfig`` settings (e.g. ``{"batch_size": 4}``) for scripting and tests.
         self.extra_settings: dict[str, Any] = {}
         self.history: Any = None
@@ -98,6 +96,24 @@ class TrainSection(JobSection):
         self._last_draw = 0.0
         self._preview_shape: tuple[int, ...] = ()
         self._steps_per_epoch = 25
+
+        self._make_main_controls(viewer)
+        self._make_advanced_controls()
+        self.start_button.clicked.connect(self.start)
+        self.stop_button.clicked.connect(self.stop)
+        self.progress.setTextVisible(False)
+        self.status.setText("Paint 1 on background and 2 on objects, then press Start.")
+        from ._plot import LossPlot
+
+        self.plot = LossPlot()
+        self._lay_out()
+        session.changed.connect(self._follow_model)
+        self._follow_model()
+        viewer.layers.events.inserted.connect(self._image_changed)
+        self._image_changed()
+
+    def _make_main_controls(self, viewer: napari.Viewer) -> None:
+        from napari.layers import Image, Labels
 
         self.image_picker = LayerPicker(viewer, Image, placeholder="(no image layer)")
         self.labels_picker = LayerPicker(viewer, Labels, placeholder="(no Labels layer)")
@@ -115,8 +131,9 @@ class TrainSection(JobSection):
         self.budget_unit.currentTextChanged.connect(
             lambda unit: self.budget.setValue(self._default_seconds() if unit == "seconds" else 20)
         )
-        budget = QWidget()  # a widget, not a bare layout: the form then sees its true minimum
-        budget_row = QHBoxLayout(budget)
+        # a widget, not a bare layout: the form then sees its true minimum
+        self._budget_row = QWidget()
+        budget_row = QHBoxLayout(self._budget_row)
         budget_row.setContentsMargins(0, 0, 0, 0)
         budget_row.addWidget(self.budget, 1)
         budget_row.addWidget(self.budget_unit, 1)
@@ -128,7 +145,7 @@ class TrainSection(JobSection):
         )
         self.live_preview.setChecked(True)
 
-        # advanced: fold away
+    def _make_advanced_controls(self) -> None:
         self.loss = narrow_combo(8)
         self.loss.addItems(LOSSES)
         self.loss.setToolTip("auto: BCE + Dice for two classes, cross-entropy + Dice for more.")
@@ -161,19 +178,12 @@ class TrainSection(JobSection):
         )
         self.network.currentIndexChanged.connect(self._network_changed)
 
-        self.start_button.clicked.connect(self.start)
-        self.stop_button.clicked.connect(self.stop)
-        self.progress.setTextVisible(False)
-        self.status.setText("Paint 1 on background and 2 on objects, then press Start.")
-        from ._plot import LossPlot
-
-        self.plot = LossPlot()
-
+    def _lay_out(self) -> None:
         form = narrow_form()
         form.addRow("image", self.image_picker)
         form.addRow("painted labels", self.labels_picker)
         form.addRow("painting", self.mode)
-        form.addRow("stop after", budget)
+        form.addRow("stop after", self._budget_row)
         form.addRow("start from", self.start_from)
         self.network_label = QLabel("network")
         form.addRow(self.network_label, self.network)
@@ -199,10 +209,6 @@ class TrainSection(JobSection):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(self.plot_fold)
-        session.changed.connect(self._follow_model)
-        self._follow_model()
-        viewer.layers.events.inserted.connect(self._image_changed)
-        self._image_changed()
 
     # ------------------------------------------------------------------ pickers
 
