@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
     from napari_unetseg.core.training_events import StepDone, TrainingDone, TrainingStarted
 
+    from ._jobs import NewModel
     from ._session import Session
 
 MODES = {
@@ -316,48 +317,17 @@ class TrainSection(JobSection):
 
         ``live``: train until stopped, learning strokes painted meanwhile (see ``_live``).
         """
-        from ._jobs import NewModel, train_job
+        from ._jobs import train_job
 
         if self.another_job_runs():
             return None
-        image = self.image_picker.layer()
-        labels_layer = self.labels_picker.layer()
-        if image is None:
-            show_error(
-                "There is no image layer to train on. Open an image (File > Open, or File > Open "
-                "Sample > U-Net Segmentation), then choose it under Train > image."
-            )
+        layers = self._layers_to_train()
+        if layers is None:
             return None
-        if labels_layer is None:
-            show_error(
-                "There is no Labels layer to learn from. Add one with the 'New labels layer' "
-                f"button while '{image.name}' is selected, paint background with 1 and objects "
-                "with 2, then press Start."
-            )
-            return None
+        image, labels_layer = layers
         current = self.session.segmenter
         scratch = current is None or self.start_from.currentText() == SCRATCH
-        expected = spatial_shape(image)
-        if (scratch or current.config.in_channels == image_channels(image)) and (
-            labels_layer.data.shape != expected
-        ):
-            show_error(
-                f"The Labels layer '{labels_layer.name}' has shape {labels_layer.data.shape} but "
-                f"the image '{image.name}' needs labels of shape {expected}. Paint on a Labels "
-                f"layer made for this image (select '{image.name}', then 'New labels layer')."
-            )
-            return None
-        new_model = None
-        if scratch:
-            dims = self.spatial_dims(image)
-            voxel = tuple(float(v) for v in image.scale[-3:]) if dims == 3 else None
-            new_model = NewModel(
-                in_channels=image_channels(image),
-                base_width=int(self.base_width.value()),
-                depth=int(self.depth_box.value()),
-                spatial_dims=dims,
-                voxel_size=voxel,
-            )
+        new_model = self._new_model_spec(image) if scratch else None
         try:
             settings = self.settings()
             from napari_unetseg.core import UnetSegError
@@ -407,6 +377,50 @@ class TrainSection(JobSection):
             self.worker.finished.connect(painted.close)
             self.viewer.layers.selection.active = labels_layer  # keep painting, not the result
         return self.worker
+
+    def _layers_to_train(self) -> tuple[Any, Any] | None:
+        """The chosen image and Labels layers, or None after telling the user what is wrong."""
+        image = self.image_picker.layer()
+        labels_layer = self.labels_picker.layer()
+        if image is None:
+            show_error(
+                "There is no image layer to train on. Open an image (File > Open, or File > Open "
+                "Sample > U-Net Segmentation), then choose it under Train > image."
+            )
+            return None
+        if labels_layer is None:
+            show_error(
+                "There is no Labels layer to learn from. Add one with the 'New labels layer' "
+                f"button while '{image.name}' is selected, paint background with 1 and objects "
+                "with 2, then press Start."
+            )
+            return None
+        current = self.session.segmenter
+        scratch = current is None or self.start_from.currentText() == SCRATCH
+        expected = spatial_shape(image)
+        if (scratch or current.config.in_channels == image_channels(image)) and (
+            labels_layer.data.shape != expected
+        ):
+            show_error(
+                f"The Labels layer '{labels_layer.name}' has shape {labels_layer.data.shape} but "
+                f"the image '{image.name}' needs labels of shape {expected}. Paint on a Labels "
+                f"layer made for this image (select '{image.name}', then 'New labels layer')."
+            )
+            return None
+        return image, labels_layer
+
+    def _new_model_spec(self, image: Any) -> NewModel:
+        """What a new model for ``image`` is made of, from the widget's settings."""
+        from ._jobs import NewModel
+
+        dims = self.spatial_dims(image)
+        return NewModel(
+            in_channels=image_channels(image),
+            base_width=int(self.base_width.value()),
+            depth=int(self.depth_box.value()),
+            spatial_dims=dims,
+            voxel_size=tuple(float(v) for v in image.scale[-3:]) if dims == 3 else None,
+        )
 
     def _prepare_preview(self, image: Any, axes: str | None, model: Any) -> None:
         """Pick the visible plane, and make the result layer now so previews update in place."""
