@@ -397,10 +397,9 @@ class TrainSection(JobSection):
             return None
         current = self.session.segmenter
         scratch = current is None or self.start_from.currentText() == SCRATCH
+        same_channels = current is not None and current.config.in_channels == image_channels(image)
         expected = spatial_shape(image)
-        if (scratch or current.config.in_channels == image_channels(image)) and (
-            labels_layer.data.shape != expected
-        ):
+        if (scratch or same_channels) and labels_layer.data.shape != expected:
             show_error(
                 f"The Labels layer '{labels_layer.name}' has shape {labels_layer.data.shape} but "
                 f"the image '{image.name}' needs labels of shape {expected}. Paint on a Labels "
