@@ -34,6 +34,9 @@ MAX_CLASSES = 1024
 MAX_WIDTH = 1 << 16
 #: JSON nesting allowed in a stored training summary.
 MAX_SUMMARY_DEPTH = 6
+#: How far a border may be moved by hand, in foreground log-odds: a probability of 0.5
+#: becomes 0.9997 at 8, far beyond any useful correction.
+MAX_BORDER_MOVE = 8.0
 
 
 def _check(condition: bool, message: str) -> None:
@@ -307,6 +310,9 @@ class ModelConfig:
     spatial_dims: int = 2
     voxel_size: tuple[float, ...] = ()
     z_pooling: tuple[bool, ...] = ()
+    #: How far the border was moved by hand (:meth:`Segmenter.move_border`), in foreground
+    #: log-odds; already folded into the weights, kept to show and to undo.
+    border_moved: float = 0.0
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ModelConfig:
@@ -352,6 +358,10 @@ class ModelConfig:
                 not self.z_pooling and not self.voxel_size,
                 "z_pooling and voxel_size belong to 3-D models (spatial_dims=3).",
             )
+        _check(
+            math.isfinite(self.border_moved) and abs(self.border_moved) <= MAX_BORDER_MOVE,
+            f"border_moved must be within ±{MAX_BORDER_MOVE:g}, got {self.border_moved}.",
+        )
         if self.task == "objects":
             _check(
                 self.n_classes == 3,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import threading
 from collections.abc import Generator
@@ -24,7 +25,7 @@ from .config import (
     settings,
 )
 from .devices import describe_device, inference_dtype, select_device
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .inference_network import cached_inference_network
 from .layout import ImageLayout, resolve_layout
 from .model import UNet, count_parameters
@@ -265,6 +266,8 @@ class Segmenter:
             )
         else:
             lines.append("not trained yet" if c.origin == "native" else "trained elsewhere")
+        if c.border_moved:
+            lines.append(f"border moved by hand: {c.border_moved:+g} (foreground log-odds)")
         lines.append(f"device: {describe_device(self.device)}")
         if self.source is not None:
             changed = " (trained further since; not saved)" if self.changed_since_saved else ""
@@ -278,6 +281,69 @@ class Segmenter:
             f"Segmenter(in_channels={c.in_channels}, n_classes={c.n_classes}, task={c.task!r}"
             f"{dims}, origin={c.origin!r}, device={str(self.device)!r})"
         )
+
+    # ----------------------------------------------------------------- the border
+
+    @property
+    def can_move_border(self) -> bool:
+        """True for a two-class model whose output layer can be reached (not TorchScript)."""
+        from .prior import output_layer
+
+        return (
+            not self.is_objects
+            and self.config.n_classes in (1, 2)
+            and output_layer(self.model) is not None
+        )
+
+    def move_border(self, shift: float) -> None:
+        """Move the border between background and foreground: ``shift`` > 0 gives more foreground.
+
+        Strokes keep away from borders, so nothing painted says exactly where one lies, and
+        a trained model can draw walls too thick or objects too small. ``shift`` is added to
+        the foreground's log-odds everywhere: +1 turns a pixel at probability 0.27 into 0.5.
+        It goes into the output layer's bias, so saving, exporting and batch segmentation all
+        use it; ``config.border_moved`` holds the total, and moving it back undoes it.
+        Training again starts from the moved model and sets the total back to 0.
+
+        Raises
+        ------
+        InputError
+            For object models, models of more than two classes, TorchScript models, a
+            shift that is not a finite number, or a total beyond ±MAX_BORDER_MOVE.
+        """
+        from .config import MAX_BORDER_MOVE
+        from .prior import output_layer, shift_output_bias
+
+        if not self.can_move_border:
+            what = (
+                "an object model"
+                if self.is_objects
+                else f"a {self.config.n_classes}-class model"
+                if self.config.n_classes > 2
+                else "this model, whose output layer cannot be reached (TorchScript)"
+            )
+            raise InputError(f"the border can be moved only for two-class models, not for {what}.")
+        try:
+            shift = float(shift)
+        except (TypeError, ValueError):
+            raise InputError(f"shift must be a number, not {shift!r}.") from None
+        total = self.config.border_moved + shift
+        if not math.isfinite(shift) or abs(total) > MAX_BORDER_MOVE:
+            raise InputError(
+                f"the border can move at most ±{MAX_BORDER_MOVE:g} in all; it is at "
+                f"{self.config.border_moved:+g} and {shift:+g} more would make {total:+g}."
+            )
+        if shift == 0:
+            return
+        conv = output_layer(self.model)
+        assert conv is not None
+        with self._lock:
+            if conv.out_channels == 1:  # one sigmoid output: the foreground's log-odds
+                shift_output_bias(self.model, np.array([shift]))
+            else:
+                shift_output_bias(self.model, np.array([-shift / 2, shift / 2]))
+            self.config = self.config.replace(border_moved=round(total, 6))
+            self.changed_since_saved = True
 
     # ----------------------------------------------------------------- training
 
@@ -362,7 +428,9 @@ class Segmenter:
                 "runs": runs,
                 "total_steps": steps,
             }
-            self.config = self.config.replace(normalization=normalization, training=summary)
+            self.config = self.config.replace(
+                normalization=normalization, training=summary, border_moved=0.0
+            )
             self.changed_since_saved = True
 
         return self._one_step_at_a_time(
