@@ -72,7 +72,7 @@ def test_a_shift_beyond_the_bound_or_not_a_number_changes_nothing(shift, image):
     seg = Segmenter.create(base_width=4, depth=2, device="cpu", seed=3)
     seg.move_border(-0.5)
     before = seg.predict_proba(image)
-    with pytest.raises(InputError, match="border can move at most|must be a number"):
+    with pytest.raises(InputError, match=r"border can move at most|must be a number"):
         seg.move_border(shift)
     assert seg.config.border_moved == -0.5
     np.testing.assert_array_equal(seg.predict_proba(image), before)
