@@ -42,6 +42,6 @@ def test_describe_counts_every_run_and_a_changed_file(tmp_path):
     second = seg.train(scene.image, scene.painted, QUICK, progress=False).steps
     text = seg.describe()
     assert f"{first + second} steps in 2 runs" in text
-    assert "trained further since; not saved" in text
+    assert "changed since; not saved" in text
     seg.save(tmp_path / "m.safetensors")
     assert "not saved" not in seg.describe()

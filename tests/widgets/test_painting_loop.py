@@ -125,7 +125,7 @@ def test_model_box_follows_training_and_saving(viewer, widget, qtbot, scene, tmp
     wait_idle(qtbot, widget)
     first = widget.segmenter.config.training["steps"]
     assert "training…" not in box.info.text()
-    assert "trained further since; not saved" in box.info.text()
+    assert "changed since; not saved" in box.info.text()
     assert "not saved" in box.summary.text()
 
     widget.train_section.start()

@@ -77,7 +77,7 @@ def summarise(segmenter: Any, lines: list[str]) -> str:
     else:
         file = Path(segmenter.source).name
         if segmenter.changed_since_saved:
-            file += " (trained further since; not saved)"
+            file += " (changed since; not saved)"
     return f"U-Net, {config.in_channels} channel(s) → {kind}; {state}\nfile: {file}"
 
 

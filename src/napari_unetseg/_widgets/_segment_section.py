@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
+    QHBoxLayout,
     QLabel,
+    QSlider,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -37,6 +40,11 @@ if TYPE_CHECKING:
 ALL_PLANES, VISIBLE_PLANE = "all planes", "visible plane only (quick preview)"
 #: PredictConfig's default tile size (kept here so that docking does not import the core).
 DEFAULT_TILE_SIZE = 576
+#: The border slider: steps per unit of foreground log-odds, and its reach either way.
+BORDER_STEPS_PER_UNIT = 4
+BORDER_REACH = 4
+#: Quiet time after the slider last moved before the model changes and the result updates.
+BORDER_SETTLE_MS = 350
 
 
 class SegmentSection(JobSection):
@@ -66,6 +74,7 @@ class SegmentSection(JobSection):
         self.planes.setToolTip("For stacks: every plane, or only the one on screen.")
         self.device = note_label("checking…")
         self.device.setObjectName("device")
+        self._make_border_control()
 
         self.start_button.clicked.connect(lambda: self.run())
         self.stop_button.clicked.connect(self.cancel)
@@ -74,6 +83,7 @@ class SegmentSection(JobSection):
         form = narrow_form()
         form.addRow("image", self.image_picker)
         form.addRow(self.planes_label, self.planes)
+        form.addRow(self.border_label, self._border_row)
         advanced = narrow_form()
         advanced.addRow(self.probabilities)
         advanced.addRow("tile size", self.tile_size)
@@ -88,6 +98,9 @@ class SegmentSection(JobSection):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         self._image_changed()
+        session.changed.connect(self._follow_model)
+        session.busy_changed.connect(self._follow_model)
+        self._follow_model()
 
     def _image_changed(self, *_: Any) -> None:
         image = self.image_picker.layer()
@@ -204,3 +217,81 @@ class SegmentSection(JobSection):
 
     def _on_error(self, error: BaseException) -> None:
         self.status.setText(report_exception(error, "Segmentation failed"))
+
+    # ------------------------------------------------------------------ the border
+
+    def _make_border_control(self) -> None:
+        self.border = QSlider(Qt.Orientation.Horizontal)
+        reach = BORDER_REACH * BORDER_STEPS_PER_UNIT
+        self.border.setRange(-reach, reach)
+        self.border.setPageStep(BORDER_STEPS_PER_UNIT)
+        self.border.setToolTip(
+            "Where the border between background and foreground lies. Left: less foreground "
+            "(thinner walls, smaller objects); right: more. The result updates when you let "
+            "go, and the model keeps the setting when saved. Two-class models only."
+        )
+        self.border_value = QLabel("0")
+        self.border_value.setMinimumWidth(
+            self.border_value.fontMetrics().horizontalAdvance("+0.00")
+        )
+        self._border_row = QWidget()
+        row = QHBoxLayout(self._border_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(QLabel("less"))
+        row.addWidget(self.border, 1)
+        row.addWidget(QLabel("more"))
+        row.addWidget(self.border_value)
+        self.border_label = QLabel("border")
+        self._border_timer = QTimer(self)
+        self._border_timer.setSingleShot(True)
+        self._border_timer.setInterval(BORDER_SETTLE_MS)
+        self._border_timer.timeout.connect(self._apply_border)
+        self.border.valueChanged.connect(self._border_moved)
+
+    def _follow_model(self, *_: Any) -> None:
+        """Show the border control for a two-class model, at that model's setting."""
+        segmenter = self.session.segmenter
+        movable = segmenter is not None and segmenter.can_move_border
+        for widget in (self.border_label, self._border_row):
+            widget.setVisible(movable)
+        self.border.setEnabled(movable and self.session.busy != "training")
+        if segmenter is not None and not self._border_timer.isActive():
+            self.border.blockSignals(True)
+            self.border.setValue(round(segmenter.config.border_moved * BORDER_STEPS_PER_UNIT))
+            self.border.blockSignals(False)
+            self._show_border(self.border.value())
+
+    def _show_border(self, steps: int) -> None:
+        self.border_value.setText(f"{steps / BORDER_STEPS_PER_UNIT:+.2f}" if steps else "0")
+
+    def _border_moved(self, steps: int) -> None:
+        self._show_border(steps)
+        self._border_timer.start()  # restarts while the slider keeps moving
+
+    def _apply_border(self) -> None:
+        """Move the model's border to the slider's setting; segment again if a result shows."""
+        from napari_unetseg.core import UnetSegError
+
+        segmenter = self.session.segmenter
+        if segmenter is None or not segmenter.can_move_border:
+            return
+        if self.session.busy == self.job_name:  # a segmentation runs: move after it
+            self._border_timer.start()
+            return
+        if self.session.busy:
+            show_warning(f"Wait until {self.session.busy} has finished to move the border.")
+            self._follow_model()
+            return
+        target = self.border.value() / BORDER_STEPS_PER_UNIT
+        try:
+            segmenter.move_border(target - segmenter.config.border_moved)
+        except UnetSegError as error:
+            show_error(f"Cannot move the border: {error}")
+            self._follow_model()
+            return
+        self.session.changed.emit(segmenter)  # the model section shows it is not saved
+        image = self._job.get("image")
+        if image is not None and find_layer(self.viewer, result_name(image)) is not None:
+            self.run(image)
+        else:
+            self.status.setText(f"Border moved to {target:+.2f}; press Segment to see it.")

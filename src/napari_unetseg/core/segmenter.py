@@ -270,7 +270,7 @@ class Segmenter:
             lines.append(f"border moved by hand: {c.border_moved:+g} (foreground log-odds)")
         lines.append(f"device: {describe_device(self.device)}")
         if self.source is not None:
-            changed = " (trained further since; not saved)" if self.changed_since_saved else ""
+            changed = " (changed since; not saved)" if self.changed_since_saved else ""
             lines.append(f"file: {self.source}{changed}")
         return "\n".join(lines)
 
