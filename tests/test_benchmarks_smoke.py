@@ -234,3 +234,24 @@ def test_quick_real_image_benchmark_paints_discs_on_request(tmp_path):
     main(["--quick", "--paint", "discs", "--cases", "tissue nuclei 0", "--out", str(tmp_path)])
     rows = json.loads((tmp_path / "real-quick.json").read_text())["rows"]
     assert [row["paint"] for row in rows] == ["discs", "whole objects", "a person's"]
+
+
+def test_quick_border_benchmark_sweeps_the_shifts_beside_the_forest(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.border import SHIFTS, main
+    finally:
+        sys.path.remove(str(ROOT))
+    draws = importlib.util.find_spec("matplotlib") is not None
+    figure = ["--figure", str(tmp_path / "border.png")] if draws else []
+    assert main(["--quick", "--seeds", "1", "--out", str(tmp_path), *figure]) == 0
+    assert "| best | forest | truth fg % |" in capsys.readouterr().out
+    (row,) = json.loads((tmp_path / "border-quick.json").read_text())["rows"]
+    assert len(row["dice_by_shift"]) == len(SHIFTS) and row["steps"] >= 1
+    shares = [row["foreground_percent_by_shift"][f"{s:+.2f}"] for s in SHIFTS]
+    assert shares == sorted(shares)  # more foreground as the border moves up
+    assert row["dice_by_shift"][f"{row['best_shift']:+.2f}"] == max(row["dice_by_shift"].values())
+    assert 0 <= row["forest_dice"] <= 1
+    if draws:
+        assert (tmp_path / "border.png").stat().st_size > 1000

@@ -1,0 +1,206 @@
+"""Moving the border by hand on a painted stack: Dice for each shift, beside the forest.
+
+    python -m benchmarks.border [--cases NAME ...] [--seeds 2] [--threads 1] [--figure PATH]
+
+Strokes keep away from borders, so nothing painted says where one lies. On the membrane
+stack the default 3-D model draws the walls 1.7-2.3 times as thick as they are. For each case
+and painting, this trains the default model once, then moves its border with
+``Segmenter.move_border`` over a range of shifts. Each shift is scored on the unpainted
+planes, beside the random forest on the same paint. It writes
+``benchmarks/results/border.json`` and prints a table. ``--figure`` draws the middle unpainted
+plane of the first painting: the image, then the errors of the default, of the best shift
+and of the forest.
+
+The shifts are those a person could pick with the Segment section's border slider. The best
+one is found here with the truth, which a person does not have, but the picture on screen
+shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_unetseg.core import Segmenter, TrainConfig
+
+from .stacks import (
+    STACK_CASES,
+    StackCase,
+    dice_on,
+    forest_3d,
+    load_stack,
+    paint_planes,
+    painted_planes,
+)
+
+HERE = Path(__file__).resolve().parent
+#: Shifts of the foreground log-odds tried, in the slider's steps of 0.25.
+SHIFTS = tuple(float(s) for s in np.arange(-4.0, 2.01, 0.5).round(2))
+DEFAULT_CASES = ("ovule membranes 3-D",)
+
+
+def border_sweep(
+    case: StackCase, seed: int, *, quick: bool, epochs: int, threads: int | None
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """One painting: the default's Dice at each shift, and the forest's. Also returns the
+    masks a figure needs."""
+    stack = load_stack(case, quick, seed)
+    rng = np.random.default_rng(seed)
+    planes = painted_planes(stack.image.shape[0], case.n_planes)
+    painted = paint_planes(stack, planes, rng, thin=case.kind == "walls")
+    scored = np.ones(stack.image.shape, bool)
+    scored[planes] = False
+    size = {"base_width": 4, "depth": 2} if quick else {}
+    segmenter = Segmenter.create(spatial_dims=3, voxel_size=case.voxel_size, **size)
+    config = TrainConfig(max_seconds=None, max_epochs=epochs, threads=threads)
+    started = time.perf_counter()
+    history = segmenter.train(stack.image, painted, config, progress=False)
+    trained = time.perf_counter() - started
+    default = segmenter.segment(stack.image) == 1
+    dice: dict[str, float] = {}
+    share: dict[str, float] = {}
+    best_shift, best, best_dice = 0.0, default, -1.0
+    for shift in SHIFTS:
+        segmenter.move_border(shift - segmenter.config.border_moved)
+        predicted = default if shift == 0 else segmenter.segment(stack.image) == 1
+        key = f"{shift:+.2f}"
+        dice[key] = round(dice_on(predicted, stack.foreground, scored), 4)
+        share[key] = round(100 * float(predicted[scored].mean()), 1)
+        if dice[key] > best_dice:
+            best_shift, best, best_dice = shift, predicted, dice[key]
+    forest = forest_3d(stack.image, painted, seed, quick)
+    row = {
+        "case": case.name,
+        "seed": seed,
+        "painted_planes": planes,
+        "truth_foreground_percent": round(100 * float(stack.foreground[scored].mean()), 1),
+        "steps": history.steps,
+        "train_seconds": round(trained, 1),
+        "border_shift_by_training": history.border_shift,
+        "dice_by_shift": dice,
+        "foreground_percent_by_shift": share,
+        "best_shift": best_shift,
+        "forest_dice": round(dice_on(forest, stack.foreground, scored), 4),
+        "forest_foreground_percent": round(100 * float(forest[scored].mean()), 1),
+    }
+    masks = {
+        "image": stack.image,
+        "truth": stack.foreground,
+        "default": default,
+        "best": best,
+        "forest": forest,
+        "plane": np.array(_middle_unpainted(stack.image.shape[0], planes)),
+    }
+    return row, masks
+
+
+def _middle_unpainted(depth: int, planes: list[int]) -> int:
+    unpainted = [z for z in range(depth) if z not in planes]
+    return unpainted[len(unpainted) // 2]
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    shown = [s for s in SHIFTS if s in (-4.0, -3.0, -2.0, -1.5, -1.0, -0.5, 0.0, 1.0)]
+    head = " | ".join(f"{s:+.1f}" for s in shown)
+    lines = [
+        f"| case | painting | {head} | best | forest | truth fg % |",
+        "|---|---:|" + "---:|" * (len(shown) + 3),
+    ]
+    for r in rows:
+        cells = " | ".join(
+            f"{r['dice_by_shift'][f'{s:+.2f}']:.3f} ({r['foreground_percent_by_shift'][f'{s:+.2f}']:.0f} %)"
+            for s in shown
+        )
+        best = r["dice_by_shift"][f"{r['best_shift']:+.2f}"]
+        lines.append(
+            f"| {r['case']} | {r['seed']} | {cells} | {best:.3f} at {r['best_shift']:+.1f} | "
+            f"{r['forest_dice']:.3f} ({r['forest_foreground_percent']:.0f} %) | "
+            f"{r['truth_foreground_percent']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def save_figure(path: Path, row: dict[str, Any], masks: dict[str, np.ndarray]) -> None:
+    """One unpainted plane: the image, then errors (red: missed, blue: extra) of three."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    z = int(masks["plane"])
+    image = masks["image"][z].astype(np.float32)
+    low, high = np.percentile(image, [1, 99.8])
+    image = np.clip((image - low) / max(high - low, 1e-9), 0, 1)
+    truth = masks["truth"][z]
+    panels = [
+        ("default", masks["default"][z], row["dice_by_shift"]["+0.00"]),
+        (
+            f"border moved {row['best_shift']:+.1f}",
+            masks["best"][z],
+            row["dice_by_shift"][f"{row['best_shift']:+.2f}"],
+        ),
+        ("forest", masks["forest"][z], row["forest_dice"]),
+    ]
+    figure, axes = plt.subplots(1, 4, figsize=(16, 5.0))
+    axes[0].imshow(image, cmap="gray")
+    axes[0].set_title(f"{row['case']}, unpainted plane {z}")
+    for axis, (name, predicted, score) in zip(axes[1:], panels, strict=True):
+        errors = np.repeat(image[..., None] * 0.6, 3, axis=2)
+        errors[predicted & truth] = (0.9, 0.9, 0.9)
+        errors[~predicted & truth] = (1, 0, 0)
+        errors[predicted & ~truth] = (0, 0.5, 1)
+        axis.imshow(errors)
+        axis.set_title(f"{name}: Dice {score:.3f} (stack)\nred missed, blue extra", fontsize=10)
+    for axis in axes:
+        axis.axis("off")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=70)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny crop and model (smoke test)")
+    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="stack cases")
+    parser.add_argument("--seeds", type=int, default=2, help="paintings per case")
+    parser.add_argument("--epochs", type=int, default=12, help="training epochs (default's cap)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads; 1 makes a run repeatable"
+    )
+    parser.add_argument("--figure", type=Path, help="write a picture of the first painting here")
+    parser.add_argument("--name", default="border", help="results file name (without .json)")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args(argv)
+    known = {case.name: case for case in STACK_CASES if not case.objects}
+    unknown = [name for name in args.cases if name not in known]
+    if unknown:
+        parser.error(f"unknown cases {unknown}; choose from {sorted(known)}")
+    epochs = 1 if args.quick else args.epochs
+    rows: list[dict[str, Any]] = []
+    for name in args.cases:
+        for seed in range(args.seeds):
+            row, masks = border_sweep(
+                known[name], seed, quick=args.quick, epochs=epochs, threads=args.threads
+            )
+            rows.append(row)
+            if args.figure is not None and len(rows) == 1:
+                save_figure(args.figure, row, masks)
+            print(f"{name}, painting {seed}: best {row['best_shift']:+.1f}", flush=True)
+    text = table(rows)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = f"{args.name}-quick" if args.quick else args.name
+    (args.out / f"{name}.json").write_text(
+        json.dumps({"shifts": list(SHIFTS), "rows": rows}, indent=1) + "\n", encoding="utf-8"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
