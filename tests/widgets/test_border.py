@@ -44,9 +44,7 @@ def test_the_slider_moves_the_border_and_updates_the_one_result_layer(
     assert errors(notes) == []
 
 
-def test_the_slider_shows_for_two_class_models_and_follows_the_model(
-    widget, tiny_segmenter
-):
+def test_the_slider_shows_for_two_class_models_and_follows_the_model(widget, tiny_segmenter):
     segment = widget.segment_section
     widget.session.segmenter = tiny_segmenter(task="objects")
     assert not segment.border.isVisibleTo(widget)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from widget_helpers import PLUGIN, errors, wait_idle
 
 
@@ -204,3 +205,21 @@ def test_each_painting_mode_explains_itself_on_hover(widget):
     assert set(tips) == {"sparse", "objects", "dense", "objects-dense"}
     assert "just outside each one are learnt as background" in tips["objects"]
     assert all(tips.values())
+
+
+@pytest.mark.parametrize(
+    ("all_right_from", "expected"),
+    [(2, "validation Dice cannot judge the borders"), (None, "best validation Dice 0.950")],
+)
+def test_done_line_says_when_the_validation_dice_cannot_judge(widget, all_right_from, expected):
+    from napari_unetseg.core import TrainingDone, TrainingHistory
+
+    history = TrainingHistory(
+        epoch_losses=[0.5] * 12,
+        best_validation_dice=0.95 if all_right_from is None else 1.0,
+        steps=300,
+        all_right_from=all_right_from,
+    )
+    widget.train_section._on_done(TrainingDone(history))
+    text = widget.train_section.status.text()
+    assert expected in text and ("1.000" not in text)

@@ -556,9 +556,15 @@ class TrainSection(JobSection):
             "stopped": "stopped",
             "error": "failed",
         }.get(h.stop_reason, h.stop_reason)
-        dice = (
-            f", best validation Dice {h.best_validation_dice:.3f}" if h.best_validation_dice else ""
-        )
+        if h.validation_saturated:
+            dice = (
+                f"; the held-out strokes were all right from epoch {h.all_right_from}, so the "
+                "validation Dice cannot judge the borders: look at the result"
+            )
+        elif h.best_validation_dice:
+            dice = f", best validation Dice {h.best_validation_dice:.3f}"
+        else:
+            dice = ""
         self.progress.setValue(1000)
         kept = (
             "The model is unchanged."

@@ -495,10 +495,9 @@ def _finish(history: TrainingHistory, best: BestWeights, model: nn.Module) -> No
             f"(at least {MIN_TRUSTED_STEPS} are needed). Was the computer busy? "
             "Train again with a longer time budget."
         )
-    saturated = history.all_right_from
-    if saturated is not None and saturated <= max(1, history.epochs // 2):
+    if history.validation_saturated:
         history.warnings.append(
-            f"every held-out painted pixel was right from epoch {saturated} on, so "
+            f"every held-out painted pixel was right from epoch {history.all_right_from} on, so "
             "the validation Dice of 1.000 says only that the strokes are learned, not how good "
             "the borders are. Look at the result, and paint where it is wrong or unsure."
         )

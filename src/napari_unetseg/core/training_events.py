@@ -107,6 +107,14 @@ class TrainingHistory:
     def epochs(self) -> int:
         return len(self.epoch_losses)
 
+    @property
+    def validation_saturated(self) -> bool:
+        """True when every held-out painted pixel was right from the first half of the run
+        on: the validation Dice of 1.000 then says the strokes are learned, not that the
+        borders are right."""
+        first = self.all_right_from
+        return first is not None and first <= max(1, self.epochs // 2)
+
     def adjustment_note(self, class_names: tuple[str, ...] | list[str]) -> str:
         """One sentence on how the output was matched to the image after training ('' if not)."""
         if not self.class_shares or not self.class_shares_applied:
