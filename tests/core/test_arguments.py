@@ -175,6 +175,18 @@ def test_validated_settings_describe_themselves(tmp_path: Path) -> None:
     assert "3 steps" in described and "0.500" in described
 
 
+def test_a_saturated_validation_is_not_described_as_a_dice(tmp_path: Path) -> None:
+    training = {"steps": 300, "best_validation_dice": 1.0, "validation_saturated": True}
+    path = _with_settings(tmp_path, {"training": training}, ".safetensors")
+    described = Segmenter.load(path).describe()
+    assert "held-out strokes all right (not a test of the borders)" in described
+    assert "1.000" not in described
+    with pytest.raises(WeightsFileError, match="validation_saturated"):
+        Segmenter.load(
+            _with_settings(tmp_path, {"training": {"validation_saturated": "yes"}}, ".pt")
+        )
+
+
 # --------------------------------------------------------------------------- item 11
 
 PEAK_MEMORY = """

@@ -177,6 +177,7 @@ _SUMMARY_FIELDS: dict[str, Any] = {
     "best_epoch": int | None,
     "seconds": float | None,
     "best_validation_dice": float | None,
+    "validation_saturated": bool | None,
     "final_loss": float | None,
     "mode": str | None,
     "loss": str | None,

@@ -260,10 +260,13 @@ class Segmenter:
                 if runs > 1
                 else f"{total} steps in {t.get('seconds')} s"
             )
-            lines.append(
-                f"trained: {t.get('mode')} labels, {done}"
-                + (f", validation Dice {dice:.3f}" if isinstance(dice, float) else "")
-            )
+            if t.get("validation_saturated"):
+                judged = ", held-out strokes all right (not a test of the borders)"
+            elif isinstance(dice, float):
+                judged = f", validation Dice {dice:.3f}"
+            else:
+                judged = ""
+            lines.append(f"trained: {t.get('mode')} labels, {done}{judged}")
         else:
             lines.append("not trained yet" if c.origin == "native" else "trained elsewhere")
         if c.border_moved:

@@ -140,6 +140,7 @@ class TrainingHistory:
             "stop_reason": self.stop_reason,
             "best_epoch": self.best_epoch,
             "best_validation_dice": self.best_validation_dice,
+            "validation_saturated": self.validation_saturated,
             "final_loss": self.epoch_losses[-1] if self.epoch_losses else None,
             "device": self.device,
             "warnings": list(self.warnings),
