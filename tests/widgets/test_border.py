@@ -61,3 +61,18 @@ def test_the_slider_is_held_while_training_runs(widget):
     assert not segment.border.isEnabled()
     widget.session.busy = ""
     assert segment.border.isEnabled()
+
+
+def test_without_a_result_on_screen_the_slider_only_moves_the_model(viewer, widget, qtbot, scene):
+    image = viewer.add_image(scene.image, name="cells")
+    segment = widget.segment_section
+    segment.run()
+    wait_idle(qtbot, widget)
+    result = viewer.layers["cells segmentation"]
+    before = np.array(result.data, copy=True)
+    viewer.layers.remove(image)
+    segment.border.setValue(-4)
+    model = widget.session.segmenter
+    qtbot.waitUntil(lambda: model.config.border_moved == -1.0, timeout=10_000)
+    assert "press Segment" in segment.status.text() and not widget.session.busy
+    np.testing.assert_array_equal(result.data, before)

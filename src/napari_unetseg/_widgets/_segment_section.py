@@ -291,7 +291,8 @@ class SegmentSection(JobSection):
             return
         self.session.changed.emit(segmenter)  # the model section shows it is not saved
         image = self._job.get("image")
-        if image is not None and find_layer(self.viewer, result_name(image)) is not None:
+        shown = image is not None and image in self.viewer.layers
+        if shown and find_layer(self.viewer, result_name(image)) is not None:
             self.run(image)
         else:
             self.status.setText(f"Border moved to {target:+.2f}; press Segment to see it.")
