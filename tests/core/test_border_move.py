@@ -41,7 +41,11 @@ def test_a_moved_border_is_saved_loaded_and_described(tmp_path, image):
     assert loaded.config.border_moved == -2.0
     np.testing.assert_allclose(loaded.predict_proba(image), seg.predict_proba(image), atol=1e-6)
     assert "border moved by hand: -2" in loaded.describe()
-    assert "border moved" not in Segmenter.create(base_width=4, depth=2).describe()
+    unmoved = Segmenter.create(base_width=4, depth=2)
+    assert "border moved" not in unmoved.describe()
+    # a model whose border was never moved stores no such setting: older versions read it
+    assert "border_moved" not in unmoved.config.to_json()
+    assert '"border_moved": -2.0' in loaded.config.to_json()
 
 
 def test_a_3d_model_moves_its_border_too():
