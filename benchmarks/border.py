@@ -28,6 +28,7 @@ import numpy as np
 
 from napari_unetseg.core import Segmenter, TrainConfig
 
+from .real import error_colours, save_without_axes
 from .stacks import (
     STACK_CASES,
     StackCase,
@@ -150,18 +151,9 @@ def save_figure(path: Path, row: dict[str, Any], masks: dict[str, np.ndarray]) -
     axes[0].imshow(image, cmap="gray")
     axes[0].set_title(f"{row['case']}, unpainted plane {z}")
     for axis, (name, predicted, score) in zip(axes[1:], panels, strict=True):
-        errors = np.repeat(image[..., None] * 0.6, 3, axis=2)
-        errors[predicted & truth] = (0.9, 0.9, 0.9)
-        errors[~predicted & truth] = (1, 0, 0)
-        errors[predicted & ~truth] = (0, 0.5, 1)
-        axis.imshow(errors)
+        axis.imshow(error_colours(image, predicted, truth))
         axis.set_title(f"{name}: Dice {score:.3f} (stack)\nred missed, blue extra", fontsize=10)
-    for axis in axes:
-        axis.axis("off")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=70)
-    plt.close(figure)
+    save_without_axes(figure, axes, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -335,14 +335,26 @@ def save_figure(
         if data.painted is not None
         else "paint (left half); scored: right half"
     )
+    shade = data.image / max(float(data.image.max()), 1e-9)
     for axis, predicted, name in ((axes[1], ours_fg, "ours"), (axes[2], forest_fg > 0, "forest")):
-        errors = np.zeros((*painted.shape, 3))
-        errors[..., :] = data.image[..., None] / max(float(data.image.max()), 1e-9) * 0.6
-        errors[predicted & data.foreground] = (0.9, 0.9, 0.9)
-        errors[~predicted & data.foreground] = (1, 0, 0)
-        errors[predicted & ~data.foreground] = (0, 0.5, 1)
-        axis.imshow(errors)
+        axis.imshow(error_colours(shade, predicted, data.foreground))
         axis.set_title(f"{name}: red missed, blue extra")
+    save_without_axes(figure, axes, path)
+
+
+def error_colours(shade: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """RGB: found in light grey, missed in red, extra in blue, over the dimmed image
+    (``shade``, scaled to [0, 1])."""
+    errors = np.repeat(shade[..., None] * 0.6, 3, axis=2)
+    errors[predicted & truth] = (0.9, 0.9, 0.9)
+    errors[~predicted & truth] = (1, 0, 0)
+    errors[predicted & ~truth] = (0, 0.5, 1)
+    return errors
+
+
+def save_without_axes(figure: Any, axes: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     for axis in axes:
         axis.axis("off")
     figure.tight_layout()
