@@ -56,17 +56,25 @@ def test_a_3d_model_moves_its_border_too():
     np.testing.assert_allclose(foreground_log_odds(seg, stack) - before, 0.75, atol=0.03)
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"task": "objects"}, "not for an object model"),
-        ({"n_classes": 3}, "not for a 3-class model"),
-    ],
-)
-def test_only_two_class_models_move_their_border(kwargs, message):
-    seg = Segmenter.create(base_width=4, depth=2, device="cpu", **kwargs)
+def test_an_object_model_moves_background_against_interior_and_boundary(image):
+    seg = Segmenter.create(base_width=4, depth=2, device="cpu", task="objects", seed=6)
+    assert seg.can_move_border
+
+    def parts(p):
+        p = np.clip(p.astype(np.float64), 1e-6, 1)
+        return np.log(p[1] + p[2]) - np.log(p[0]), np.log(p[1]) - np.log(p[2])
+
+    foreground, interior_vs_boundary = parts(seg.predict_proba(image))
+    seg.move_border(-1.25)
+    moved_foreground, moved_interior_vs_boundary = parts(seg.predict_proba(image))
+    np.testing.assert_allclose(moved_foreground - foreground, -1.25, atol=0.03)
+    np.testing.assert_allclose(moved_interior_vs_boundary, interior_vs_boundary, atol=0.03)
+
+
+def test_models_of_more_than_two_classes_keep_their_border():
+    seg = Segmenter.create(base_width=4, depth=2, device="cpu", n_classes=3)
     assert not seg.can_move_border
-    with pytest.raises(InputError, match=message):
+    with pytest.raises(InputError, match="not for a 3-class model"):
         seg.move_border(1.0)
     assert seg.config.border_moved == 0.0
 

@@ -44,10 +44,14 @@ def test_the_slider_moves_the_border_and_updates_the_one_result_layer(
     assert errors(notes) == []
 
 
-def test_the_slider_shows_for_two_class_models_and_follows_the_model(widget, tiny_segmenter):
+def test_the_slider_shows_for_two_class_and_object_models_and_follows_the_model(
+    widget, tiny_segmenter
+):
     segment = widget.segment_section
-    widget.session.segmenter = tiny_segmenter(task="objects")
+    widget.session.segmenter = tiny_segmenter(n_classes=3)
     assert not segment.border.isVisibleTo(widget)
+    widget.session.segmenter = tiny_segmenter(task="objects")
+    assert segment.border.isVisibleTo(widget)
     moved = tiny_segmenter()
     moved.move_border(-1.25)
     widget.session.segmenter = moved

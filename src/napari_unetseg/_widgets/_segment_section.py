@@ -228,7 +228,7 @@ class SegmentSection(JobSection):
         self.border.setToolTip(
             "Where the border between background and foreground lies. Left: less foreground "
             "(thinner walls, smaller objects); right: more. The result updates when you let "
-            "go, and the model keeps the setting when saved. Two-class models only."
+            "go, and the model keeps the setting when saved. Two-class and object models."
         )
         self.border_value = QLabel("0")
         self.border_value.setMinimumWidth(
@@ -249,7 +249,7 @@ class SegmentSection(JobSection):
         self.border.valueChanged.connect(self._border_moved)
 
     def _follow_model(self, *_: Any) -> None:
-        """Show the border control for a two-class model, at that model's setting."""
+        """Show the border control for a two-class or object model, at its setting."""
         segmenter = self.session.segmenter
         movable = segmenter is not None and segmenter.can_move_border
         for widget in (self.border_label, self._border_row):

@@ -289,14 +289,13 @@ class Segmenter:
 
     @property
     def can_move_border(self) -> bool:
-        """True for a two-class model whose output layer can be reached (not TorchScript)."""
+        """True for a two-class or object model whose output layer can be reached (not
+        TorchScript)."""
         from .prior import output_layer
 
-        return (
-            not self.is_objects
-            and self.config.n_classes in (1, 2)
-            and output_layer(self.model) is not None
-        )
+        return (self.is_objects or self.config.n_classes in (1, 2)) and output_layer(
+            self.model
+        ) is not None
 
     def move_border(self, shift: float) -> None:
         """Move the border between background and foreground: ``shift`` > 0 gives more foreground.
@@ -304,28 +303,30 @@ class Segmenter:
         Strokes keep away from borders, so nothing painted says exactly where one lies, and
         a trained model can draw walls too thick or objects too small. ``shift`` is added to
         the foreground's log-odds everywhere: +1 turns a pixel at probability 0.27 into 0.5.
-        It goes into the output layer's bias, so saving, exporting and batch segmentation all
-        use it; ``config.border_moved`` holds the total, and moving it back undoes it.
-        Training again starts from the moved model and sets the total back to 0.
+        For an object model the foreground is interior and boundary together, so objects
+        grow or shrink (and their seeds with them). It goes into the output layer's bias, so
+        saving, exporting and batch segmentation all use it; ``config.border_moved`` holds
+        the total, and moving it back undoes it. Training again starts from the moved model
+        and sets the total back to 0.
 
         Raises
         ------
         InputError
-            For object models, models of more than two classes, TorchScript models, a
-            shift that is not a finite number, or a total beyond ±MAX_BORDER_MOVE.
+            For models of more than two classes, TorchScript models, a shift that is not a
+            finite number, or a total beyond ±MAX_BORDER_MOVE.
         """
         from .config import MAX_BORDER_MOVE
         from .prior import output_layer, shift_output_bias
 
         if not self.can_move_border:
             what = (
-                "an object model"
-                if self.is_objects
-                else f"a {self.config.n_classes}-class model"
-                if self.config.n_classes > 2
+                f"a {self.config.n_classes}-class model"
+                if self.config.n_classes > 2 and not self.is_objects
                 else "this model, whose output layer cannot be reached (TorchScript)"
             )
-            raise InputError(f"the border can be moved only for two-class models, not for {what}.")
+            raise InputError(
+                f"the border can be moved only for two-class and object models, not for {what}."
+            )
         try:
             shift = float(shift)
         except (TypeError, ValueError):
@@ -343,6 +344,8 @@ class Segmenter:
         with self._lock:
             if conv.out_channels == 1:  # one sigmoid output: the foreground's log-odds
                 shift_output_bias(self.model, np.array([shift]))
+            elif self.is_objects:  # background against interior and boundary together
+                shift_output_bias(self.model, np.array([-shift, 0.0, 0.0]))
             else:
                 shift_output_bias(self.model, np.array([-shift / 2, shift / 2]))
             self.config = self.config.replace(border_moved=round(total, 6))
