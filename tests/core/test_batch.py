@@ -221,6 +221,8 @@ def test_output_folder_that_is_a_file_and_bad_weights(model_file, images, tmp_pa
         segment_files(bad, [images], tmp_path / "o")
     with pytest.raises(InputError, match=r"missing\.safetensors"):
         segment_files(tmp_path / "missing.safetensors", [images], tmp_path / "o")
+    with pytest.raises(InputError, match="threads_per_worker must be at least 1, not 0"):
+        segment_files(model_file, [images], tmp_path / "o", threads_per_worker=0)
 
 
 # --------------------------------------------------------------------------- dask.distributed

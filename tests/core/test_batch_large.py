@@ -90,6 +90,10 @@ def test_output_checks(model_file, stack_zarr, tmp_path):
         segment_large_image(model_file, stack_zarr, tmp_path / "o.tif")
     with pytest.raises(InputError, match="the image itself"):
         segment_large_image(model_file, stack_zarr, stack_zarr)
+    with pytest.raises(InputError, match="strip_rows must be at least 1, not 0"):
+        segment_large_image(model_file, stack_zarr, tmp_path / "o.zarr", strip_rows=0)
+    with pytest.raises(InputError, match="threads_per_worker must be at least 1, not 0"):
+        segment_large_image(model_file, stack_zarr, tmp_path / "o.zarr", threads_per_worker=0)
     (tmp_path / "o.zarr").mkdir()
     with pytest.raises(InputError, match="exists"):
         segment_large_image(model_file, stack_zarr, tmp_path / "o.zarr")

@@ -313,6 +313,8 @@ class ModelSource:
         threads: int | None = None,
         trust_code: bool = False,
     ) -> ModelSource:
+        if threads is not None and threads < 1:
+            raise InputError(f"threads_per_worker must be at least 1, not {threads}.")
         resolved = Path(path).expanduser().resolve()
         try:
             info = resolved.stat()
@@ -458,8 +460,6 @@ def segment_files(
         weights file that cannot be loaded.
     """
     plan = plan_batch(inputs, output_dir, output_format)
-    if threads_per_worker is not None and threads_per_worker < 1:
-        raise InputError(f"threads_per_worker must be at least 1, not {threads_per_worker}.")
     source = ModelSource.of(model_path, device, threads_per_worker, trust_code)
     from .segmenter import Segmenter
 
@@ -642,11 +642,9 @@ def segment_large_image(
     from .predict import classes_from_probabilities
     from .segmenter import Segmenter
 
-    image_file = Path(image_path).expanduser()
-    output = Path(output_path).expanduser()
-    _check_split_arguments(
-        (image_path, image_file), (output_path, output), overwrite, strip_rows, threads_per_worker
-    )
+    image_file, output = _split_paths(image_path, output_path, overwrite)
+    if strip_rows < 1:
+        raise InputError(f"strip_rows must be at least 1, not {strip_rows}.")
     source = ModelSource.of(model_path, device, threads_per_worker, trust_code)
     segmenter = Segmenter.load(
         source.path, device=device if client is None else "cpu", trust_code=trust_code
@@ -701,27 +699,21 @@ def segment_large_image(
     return output
 
 
-def _check_split_arguments(
-    image: tuple[str | os.PathLike[str], Path],
-    output: tuple[str | os.PathLike[str], Path],
-    overwrite: bool,
-    strip_rows: int,
-    threads_per_worker: int | None,
-) -> None:
-    """``image`` and ``output``: each as the caller named it and as resolved."""
-    (image_name, image_file), (output_name, output_file) = image, output
+def _split_paths(
+    image_path: str | os.PathLike[str], output_path: str | os.PathLike[str], overwrite: bool
+) -> tuple[Path, Path]:
+    """The image and the output zarr of a split image, checked."""
+    image_file = Path(image_path).expanduser()
+    output = Path(output_path).expanduser()
     if not image_file.exists():
-        raise InputError(f"{image_name}: no such file or folder.")
-    if not output_file.name.lower().endswith(".zarr"):
-        raise InputError(f"{output_name}: the output of a split image is a zarr; name it *.zarr.")
-    if output_file.resolve() == image_file.resolve():
-        raise InputError(f"{output_name} is the image itself; name another output.")
-    if output_file.exists() and not overwrite:
-        raise InputError(f"{output_name} exists; remove it or pass overwrite=True (--overwrite).")
-    if strip_rows < 1:
-        raise InputError(f"strip_rows must be at least 1, not {strip_rows}.")
-    if threads_per_worker is not None and threads_per_worker < 1:
-        raise InputError(f"threads_per_worker must be at least 1, not {threads_per_worker}.")
+        raise InputError(f"{image_path}: no such file or folder.")
+    if not output.name.lower().endswith(".zarr"):
+        raise InputError(f"{output_path}: the output of a split image is a zarr; name it *.zarr.")
+    if output.resolve() == image_file.resolve():
+        raise InputError(f"{output_path} is the image itself; name another output.")
+    if output.exists() and not overwrite:
+        raise InputError(f"{output_path} exists; remove it or pass overwrite=True (--overwrite).")
+    return image_file, output
 
 
 def _strips_on_workers(
