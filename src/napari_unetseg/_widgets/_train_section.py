@@ -326,7 +326,7 @@ class TrainSection(JobSection):
             return None
         image, labels_layer = layers
         current = self.session.segmenter
-        scratch = current is None or self.start_from.currentText() == SCRATCH
+        scratch = self._from_scratch()
         new_model = self._new_model_spec(image) if scratch else None
         try:
             settings = self.settings()
@@ -396,10 +396,9 @@ class TrainSection(JobSection):
             )
             return None
         current = self.session.segmenter
-        scratch = current is None or self.start_from.currentText() == SCRATCH
         same_channels = current is not None and current.config.in_channels == image_channels(image)
         expected = spatial_shape(image)
-        if (scratch or same_channels) and labels_layer.data.shape != expected:
+        if (self._from_scratch() or same_channels) and labels_layer.data.shape != expected:
             show_error(
                 f"The Labels layer '{labels_layer.name}' has shape {labels_layer.data.shape} but "
                 f"the image '{image.name}' needs labels of shape {expected}. Paint on a Labels "
@@ -407,6 +406,10 @@ class TrainSection(JobSection):
             )
             return None
         return image, labels_layer
+
+    def _from_scratch(self) -> bool:
+        """True when training makes a new model: none is loaded, or the user asked for one."""
+        return self.session.segmenter is None or self.start_from.currentText() == SCRATCH
 
     def _new_model_spec(self, image: Any) -> NewModel:
         """What a new model for ``image`` is made of, from the widget's settings."""
