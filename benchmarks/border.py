@@ -29,15 +29,7 @@ import numpy as np
 from napari_unetseg.core import Segmenter, TrainConfig
 
 from .real import error_colours, save_without_axes
-from .stacks import (
-    STACK_CASES,
-    StackCase,
-    dice_on,
-    forest_3d,
-    load_stack,
-    paint_planes,
-    painted_planes,
-)
+from .stacks import STACK_CASES, StackCase, dice_on, forest_3d, painted_stack
 
 HERE = Path(__file__).resolve().parent
 #: Shifts of the foreground log-odds tried, in the slider's steps of 0.25.
@@ -47,15 +39,12 @@ DEFAULT_CASES = ("ovule membranes 3-D",)
 
 def border_sweep(
     case: StackCase, seed: int, *, quick: bool, epochs: int, threads: int | None
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """One painting: the default's Dice at each shift, and the forest's. Also returns the
-    masks a figure needs."""
-    stack = load_stack(case, quick, seed)
-    rng = np.random.default_rng(seed)
-    planes = painted_planes(stack.image.shape[0], case.n_planes)
-    painted = paint_planes(stack, planes, rng, thin=case.kind == "walls")
-    scored = np.ones(stack.image.shape, bool)
-    scored[planes] = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One painting: the default's Dice at each shift, and the forest's. Also returns what
+    a figure needs."""
+    stack, planes, painted, unpainted = painted_stack(case, seed, quick)
+    scored = np.zeros(stack.image.shape, bool)
+    scored[unpainted] = True
     size = {"base_width": 4, "depth": 2} if quick else {}
     segmenter = Segmenter.create(spatial_dims=3, voxel_size=case.voxel_size, **size)
     config = TrainConfig(max_seconds=None, max_epochs=epochs, threads=threads)
@@ -95,14 +84,13 @@ def border_sweep(
         "default": default,
         "best": best,
         "forest": forest,
-        "plane": np.array(_middle_unpainted(stack.image.shape[0], planes)),
+        "plane": _middle(np.flatnonzero(unpainted)),
     }
     return row, masks
 
 
-def _middle_unpainted(depth: int, planes: list[int]) -> int:
-    unpainted = [z for z in range(depth) if z not in planes]
-    return unpainted[len(unpainted) // 2]
+def _middle(planes: np.ndarray) -> int:
+    return int(planes[len(planes) // 2])
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -126,14 +114,14 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def save_figure(path: Path, row: dict[str, Any], masks: dict[str, np.ndarray]) -> None:
+def save_figure(path: Path, row: dict[str, Any], masks: dict[str, Any]) -> None:
     """One unpainted plane: the image, then errors (red: missed, blue: extra) of three."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    z = int(masks["plane"])
+    z = masks["plane"]
     image = masks["image"][z].astype(np.float32)
     low, high = np.percentile(image, [1, 99.8])
     image = np.clip((image - low) / max(high - low, 1e-9), 0, 1)

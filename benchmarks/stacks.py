@@ -229,9 +229,11 @@ def f1_on_planes(
     return float(object_f1(instances[planes], ids[planes]))
 
 
-def run_stack_case(
-    case: StackCase, seed: int, *, quick: bool, epochs: int, options: dict[str, Any]
-) -> dict[str, Any]:
+def painted_stack(
+    case: StackCase, seed: int, quick: bool
+) -> tuple[Stack, list[int], np.ndarray, np.ndarray]:
+    """A case's stack, its painted planes, the paint (seeded by ``seed``), and the planes
+    left unpainted (a bool per plane), where every contender is scored."""
     stack = load_stack(case, quick, seed)
     rng = np.random.default_rng(seed)
     planes = painted_planes(stack.image.shape[0], case.n_planes)
@@ -243,6 +245,13 @@ def run_stack_case(
         painted = paint_planes(stack, planes, rng, thin=case.kind == "walls")
     unpainted = np.ones(stack.image.shape[0], bool)
     unpainted[planes] = False
+    return stack, planes, painted, unpainted
+
+
+def run_stack_case(
+    case: StackCase, seed: int, *, quick: bool, epochs: int, options: dict[str, Any]
+) -> dict[str, Any]:
+    stack, planes, painted, unpainted = painted_stack(case, seed, quick)
     scored = np.zeros(stack.image.shape, bool)
     scored[unpainted] = True
     train = {"max_seconds": None, "max_epochs": epochs} | options
