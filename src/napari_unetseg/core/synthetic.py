@@ -188,3 +188,73 @@ def shapes_scene(shape: tuple[int, int] = (256, 256), seed: int = 0) -> Scene:
     painted[fg] = 2
     painted_objects = np.where(instances > 0, instances + 1, painted == 1).astype(np.uint16)
     return Scene(image, classes, instances.astype(np.uint16), painted, painted_objects)
+
+
+def _blob_plane(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ellipses of one typical size, free to overlap, each with its own brightness."""
+    instances = np.zeros((size, size), np.int32)
+    radius = rng.uniform(4, 22)
+    count = max(1, int(rng.uniform(0.15, 0.5) * size * size / (np.pi * radius * radius)))
+    for index in range(count):
+        ry = radius * rng.uniform(0.6, 1.4)
+        rx = ry * rng.uniform(0.5, 1.0)
+        cy, cx = rng.uniform(0, size), rng.uniform(0, size)
+        rr, cc = ellipse(cy, cx, ry, rx, (size, size), rotation=rng.uniform(0, np.pi))
+        instances[rr, cc] = index + 1
+    brightness = np.zeros(count + 1)
+    brightness[1:] = rng.uniform(0.3, 1.0, count)
+    texture_strength = rng.uniform(0, 0.6)
+    texture = ndi.gaussian_filter(rng.normal(size=(size, size)), rng.uniform(1, 3))
+    image = brightness[instances] * (1 + texture_strength * texture * 3)
+    return image, instances > 0
+
+
+def _wall_plane(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The walls between Voronoi cells, one to four pixels thick, on dim cell interiors."""
+    from scipy.spatial import cKDTree
+    from skimage.segmentation import find_boundaries
+
+    cell = rng.uniform(10, 40)
+    count = max(4, int(size * size / (cell * cell)))
+    seeds = rng.uniform(0, size, (count, 2))
+    yy, xx = np.mgrid[:size, :size]
+    _, nearest = cKDTree(seeds).query(np.stack([yy.ravel(), xx.ravel()], 1))
+    cells = nearest.reshape(size, size) + 1
+    walls = find_boundaries(cells, mode="thick" if rng.random() < 0.5 else "inner")
+    if rng.random() < 0.5:
+        walls = ndi.binary_dilation(walls)
+    wall_brightness = rng.uniform(0.4, 1.0)
+    interior_brightness = rng.uniform(0, 0.3) * rng.random(count + 1)
+    image = walls * wall_brightness + ~walls * interior_brightness[cells]
+    return image.astype(float), walls
+
+
+def varied_plane(rng: np.random.Generator, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """One plane of blobs or cell walls, blurred, on a tilted background, with noise; a
+    third of them inverted (dark structures on a bright background).
+
+    Returns the image (float32, unnormalised) and the structures' mask.
+    """
+    image, structures = (_blob_plane if rng.random() < 0.5 else _wall_plane)(rng, size)
+    image = ndi.gaussian_filter(image, rng.uniform(0.5, 2.0))
+    yy, xx = np.mgrid[:size, :size] / size
+    tilt = rng.uniform(0, 0.3)
+    image = image + tilt * (yy * rng.normal() + xx * rng.normal())
+    noise = rng.uniform(0.02, 0.25)
+    image = image + noise * rng.normal(size=image.shape)
+    if rng.random() < 0.3:
+        image = -image
+    return image.astype(np.float32), structures
+
+
+def varied_planes(n_planes: int, seed: int = 0, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """A stack of :func:`varied_plane` planes, each scaled to 0-1000, and dense labels
+    (1 background, 2 structure): the scenes the starting weights are trained on."""
+    rng = np.random.default_rng(seed)
+    planes = [varied_plane(rng, size) for _ in range(n_planes)]
+    images = np.stack([image for image, _ in planes])
+    labels = np.stack([structures for _, structures in planes]).astype(np.uint8) + 1
+    low = images.min(axis=(1, 2), keepdims=True)
+    high = images.max(axis=(1, 2), keepdims=True)
+    images = (images - low) / (high - low) * 1000
+    return images.astype(np.float32), labels
