@@ -107,7 +107,11 @@ def test_smaller_than_the_network_is_refused(seg):
     [(1, "semantic", np.uint8), (2, "semantic", np.uint8), (5, "semantic", np.uint8)],
 )
 def test_labels_dtype_and_shape(n_classes, task, dtype):
-    seg = Segmenter.create(in_channels=1, n_classes=n_classes, task=task, device="cpu")
+    # random weights: 64 px tiles with an 8 px overlap see less context than the whole image,
+    # which moves a trained model's border pixels
+    seg = Segmenter.create(
+        in_channels=1, n_classes=n_classes, task=task, device="cpu", start="random"
+    )
     image = image_of((70, 90))
     labels = seg.segment(image, tile_size=64, overlap=8)
     assert labels.shape == image.shape
@@ -267,7 +271,9 @@ def test_torchscript_models_run_unfused():
 @pytest.fixture(scope="module")
 def trained() -> tuple[Segmenter, np.ndarray]:
     scene = nuclei_scene((256, 256), seed=3)
-    seg = Segmenter.create(device="cpu")
+    # From random weights: trained from the starting weights, this model's bfloat16
+    # probabilities differ by more than precision="auto" allows, and it keeps float32.
+    seg = Segmenter.create(device="cpu", start="random")
     seg.train(
         scene.image,
         scene.painted,

@@ -314,6 +314,9 @@ class ModelConfig:
     #: How far the border was moved by hand (:meth:`Segmenter.move_border`), in foreground
     #: log-odds; already folded into the weights, kept to show and to undo.
     border_moved: float = 0.0
+    #: What the weights were before any training: "" for random, or the starting weights'
+    #: name (:mod:`~napari_unetseg.core.starting_weights`).
+    started_from: str = ""
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ModelConfig:
@@ -489,8 +492,9 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        if not data["border_moved"]:  # older versions then still read the file
-            del data["border_moved"]
+        for name in ("border_moved", "started_from"):
+            if not data[name]:  # older versions then still read the file
+                del data[name]
         return data
 
     def to_json(self, indent: int | None = None) -> str:

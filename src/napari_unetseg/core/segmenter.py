@@ -34,6 +34,12 @@ from .precision import proven_dtype
 from .predict import Prediction, PredictProgress, predict_iter, run_to_end
 from .resources import check_memory, parameter_bytes, training_bytes
 from .sampling import TrainingPlane
+from .starting_weights import (
+    STARTED_FROM_SYNTHETIC,
+    Start,
+    load_starting_weights,
+    wants_starting_weights,
+)
 from .train import consume, wants_bar
 from .train import train_iter as _train_iter
 from .training_events import TrainingEvent, TrainingHistory
@@ -100,8 +106,9 @@ class Segmenter:
         seed: int | None = 0,
         spatial_dims: int = 2,
         voxel_size: tuple[float, ...] | list[float] | None = None,
+        start: Start = "auto",
     ) -> Segmenter:
-        """A fresh, untrained U-Net.
+        """A fresh U-Net, not yet trained on your images.
 
         Parameters
         ----------
@@ -122,6 +129,13 @@ class Segmenter:
         voxel_size
             (z, y, x) spacing of the stacks, in any one unit (napari's layer scale), for
             a 3-D model: levels pool in Z only where Z is fine enough. Stored with the model.
+        start
+            ``"auto"``: a two-class 2-D model of the default width and depth starts from
+            weights trained on varied synthetic scenes (see
+            :mod:`~napari_unetseg.core.starting_weights`; better on real images after a
+            minute of training on a few strokes), any other model from random weights.
+            ``"synthetic"`` asks for those weights and fails where they do not fit;
+            ``"random"``: random weights from ``seed``.
         """
         config = ModelConfig.native(
             in_channels,
@@ -146,6 +160,9 @@ class Segmenter:
                 model = UNet(config)
         else:
             model = UNet(config)
+        if wants_starting_weights(config, start):
+            load_starting_weights(model, config.in_channels)
+            config = config.replace(started_from=STARTED_FROM_SYNTHETIC)
         return cls(model, config, device)
 
     @classmethod
@@ -269,6 +286,8 @@ class Segmenter:
             lines.append(f"trained: {t.get('mode')} labels, {done}{judged}")
         else:
             lines.append("not trained yet" if c.origin == "native" else "trained elsewhere")
+        if c.started_from:
+            lines.append(f"started from weights trained on {c.started_from}")
         if c.border_moved:
             lines.append(f"border moved by hand: {c.border_moved:+g} (foreground log-odds)")
         lines.append(f"device: {describe_device(self.device)}")
