@@ -136,6 +136,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             device=args.device,
             spatial_dims=args.dims or _default_dims(image, channels, args.axes),
             voxel_size=args.voxel_size,
+            start=args.start,
         )
     if args.seconds is None:  # the widget's default for the model's dims
         config = config.replace(max_seconds=DEFAULT_SECONDS[3 if segmenter.is_3d else 2])
@@ -394,6 +395,14 @@ def _add_train_command(sub: Any) -> None:
         metavar=("Z", "Y", "X"),
         default=None,
         help="a 3-D model's voxel spacing (any one unit): it pools in Z only where Z is fine",
+    )
+    train.add_argument(
+        "--start",
+        default="auto",
+        choices=["auto", "synthetic", "random"],
+        help="new model's first weights: 'auto' (default) starts a two-class 2-D model from "
+        "weights trained on synthetic scenes and any other from random ones; 'synthetic' "
+        "insists on those weights; 'random'",
     )
     train.add_argument("--device", default="auto")
     _add_trust_code(train)

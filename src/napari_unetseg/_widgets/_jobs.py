@@ -55,6 +55,7 @@ class NewModel:
     depth: int = 4
     spatial_dims: int = 2
     voxel_size: tuple[float, ...] | None = None
+    start: str = "auto"
 
 
 def classes_needed(labels: np.ndarray, mode: str) -> int:
@@ -99,6 +100,7 @@ def train_job(
                 depth=new_model.depth,
                 spatial_dims=new_model.spatial_dims,
                 voxel_size=new_model.voxel_size,
+                start=new_model.start,
             )
         assert segmenter is not None
         events = segmenter.train_iter(  # checks the inputs
