@@ -5,7 +5,7 @@ blobs look like from random weights. A new two-class 2-D model of the default sh
 starts from weights trained on :func:`~napari_unetseg.core.synthetic.varied_planes` (blobs
 and cell walls, either polarity, blurred, tilted and noisy), output layer included, and the
 painted image fine-tunes all of it. On the real development images this raised the mean Dice
-of the 15 image-painting pairs from 0.784 to 0.804 (docs/benchmarks.md, twelfth session).
+of the 15 image-painting pairs from 0.784 to 0.807 (docs/benchmarks.md, twelfth session).
 
 The file ships with the package (``_data/start_2d.safetensors``, tensors only) and is remade
 with ``python scripts/make_starting_weights.py``.
