@@ -130,9 +130,14 @@ def main(argv: list[str] | None = None) -> int:
         "--scene", type=int, default=defaults.train_scene, help="training scene side"
     )
     parser.add_argument(
-        "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "contention.json"
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / "contention.json",
+        help="the JSON file to write, or a folder to write contention.json in",
     )
     args = parser.parse_args(argv)
+    if args.out.is_dir():  # known before minutes of timing, not after
+        args.out = args.out / "contention.json"
     result = contention_benchmark(
         _scene(args.scene, defaults.seed),
         scene_image(args.predict_size, defaults.seed),

@@ -157,15 +157,18 @@ def test_simulated_painting_stays_on_the_left_half_and_inside_its_class():
         assert len(np.unique(objects[instances == old])) == 1
 
 
-def test_contention_benchmark_alone_writes_its_json(tmp_path, capsys):
+@pytest.mark.parametrize("out_is_folder", [False, True])
+def test_contention_benchmark_alone_writes_its_json(tmp_path, capsys, out_is_folder):
     sys.path.insert(0, str(ROOT))
     try:
         from benchmarks.contention import main
     finally:
         sys.path.remove(str(ROOT))
     out = tmp_path / "contention.json"
+    target = tmp_path if out_is_folder else out  # a folder gets contention.json inside
     assert (
-        main(["--seconds", "2", "--scene", "128", "--predict-size", "96", "--out", str(out)]) == 0
+        main(["--seconds", "2", "--scene", "128", "--predict-size", "96", "--out", str(target)])
+        == 0
     )
     result = json.loads(out.read_text())
     assert result["ours_quiet"]["steps"] >= 1 and result["bare_loop_steps_per_second"] > 0
