@@ -271,9 +271,7 @@ def test_torchscript_models_run_unfused():
 @pytest.fixture(scope="module")
 def trained() -> tuple[Segmenter, np.ndarray]:
     scene = nuclei_scene((256, 256), seed=3)
-    # From random weights: trained from the starting weights, this model's bfloat16
-    # probabilities differ by more than precision="auto" allows, and it keeps float32.
-    seg = Segmenter.create(device="cpu", start="random")
+    seg = Segmenter.create(device="cpu")
     seg.train(
         scene.image,
         scene.painted,

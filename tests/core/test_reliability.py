@@ -130,6 +130,38 @@ def test_auto_precision_falls_back_to_float32_where_bfloat16_disagrees(
     np.testing.assert_allclose(auto, in_float32, atol=1e-5)
 
 
+@pytest.mark.parametrize(("moved_share", "kept"), [(0.0005, True), (0.003, False)])
+def test_a_few_moved_border_probabilities_do_not_cost_bfloat16(
+    monkeypatch: pytest.MonkeyPatch, moved_share: float, kept: bool
+) -> None:
+    """Labels must agree on 99.5 % of pixels, and all but 0.1 % of probabilities within 0.05."""
+    seg = _small()
+    real = precision_module._probabilities
+    moved: list[int] = []
+
+    def probabilities(network, x, dtype):
+        p = real(network, x, dtype)
+        if dtype != torch.float32:  # move a share of the pixels' probabilities by 0.2
+            foreground = p[:, 1].flatten().clone()
+            count = int(moved_share * foreground.numel())
+            foreground[:count] = (foreground[:count] + 0.2) % 1.0
+            p[:, 1] = foreground.reshape(p[:, 1].shape)
+            p[:, 0] = 1 - p[:, 1]
+            moved.append(count)
+        return p
+
+    monkeypatch.setattr(precision_module, "_probabilities", probabilities)
+    tile = np.random.default_rng(0).random((1, 1, 128, 128)).astype(np.float32)
+    same, difference = precision_module.agreement(
+        seg.model, tile, torch.device("cpu"), torch.bfloat16
+    )
+    assert moved and moved[0] > 0
+    verdict = same >= precision_module.LABEL_AGREEMENT and (
+        difference <= precision_module.PROBABILITY_TOLERANCE
+    )
+    assert verdict == kept
+
+
 def test_auto_precision_keeps_bfloat16_where_it_is_proven(monkeypatch: pytest.MonkeyPatch) -> None:
     _auto_means_bfloat16(monkeypatch)
     image = nuclei_scene((64, 64), seed=4).image
