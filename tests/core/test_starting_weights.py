@@ -85,7 +85,7 @@ def test_models_the_file_does_not_fit_start_random_or_refuse_when_asked(options,
 
 
 def test_an_unknown_start_is_a_clear_error():
-    with pytest.raises(ConfigError, match="auto, synthetic, random"):
+    with pytest.raises(ConfigError, match="one of 'auto', 'synthetic', 'random'"):
         Segmenter.create(start="imagenet")  # type: ignore[arg-type]
 
 

@@ -150,6 +150,7 @@ class Segmenter:
             voxel_size=voxel_size,
         )
         seed = check_argument("seed", seed, int | None)
+        start = check_argument("start", start, Start)
         device = (
             device if isinstance(device, torch.device) else check_argument("device", device, str)
         )

@@ -27,7 +27,6 @@ STARTING_WEIGHTS_FILE = Path(__file__).resolve().parent.parent / "_data" / "star
 #: ``auto``: the starting weights where they fit the model, random weights elsewhere;
 #: ``synthetic``: the starting weights, or a ConfigError where they do not fit; ``random``.
 Start = Literal["auto", "synthetic", "random"]
-STARTS: tuple[str, ...] = ("auto", "synthetic", "random")
 
 #: What ``ModelConfig.started_from`` says for a model that began from the starting weights.
 STARTED_FROM_SYNTHETIC = "synthetic scenes"
@@ -56,9 +55,8 @@ def why_starting_weights_do_not_fit(config: ModelConfig) -> str | None:
 
 
 def wants_starting_weights(config: ModelConfig, start: Start) -> bool:
-    """Whether a new model with ``config`` begins from the starting weights."""
-    if start not in STARTS:
-        raise ConfigError(f"start must be one of {', '.join(STARTS)}; got {start!r}.")
+    """Whether a new model with ``config`` begins from the starting weights (``start``
+    already checked to be a :data:`Start`)."""
     if start == "random":
         return False
     reason = why_starting_weights_do_not_fit(config)
