@@ -13,7 +13,6 @@ with ``python scripts/make_starting_weights.py``.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -21,8 +20,9 @@ from torch import nn
 
 from .config import ModelConfig
 from .errors import ConfigError
+from .sample import DATA
 
-STARTING_WEIGHTS_FILE = Path(__file__).resolve().parent.parent / "_data" / "start_2d.safetensors"
+STARTING_WEIGHTS_FILE = DATA / "start_2d.safetensors"
 
 #: ``auto``: the starting weights where they fit the model, random weights elsewhere;
 #: ``synthetic``: the starting weights, or a ConfigError where they do not fit; ``random``.
