@@ -118,6 +118,11 @@ def agreement(
     return same, difference
 
 
+def close_enough(same: float, difference: float) -> bool:
+    """Whether an :func:`agreement` result proves the lower precision."""
+    return same >= LABEL_AGREEMENT and difference <= PROBABILITY_TOLERANCE
+
+
 def proven_dtype(
     model: nn.Module,
     model_config: ModelConfig,
@@ -140,8 +145,7 @@ def proven_dtype(
         tile = first_tile(image, layout, model_config, min(config.tile_size, PROBE_SIZE))
         if tile is None:
             return torch.float32  # nothing to prove it on; this prediction fails or is tiny
-        same, difference = agreement(model, tile, device, dtype, config.channels_last)
-        known = same >= LABEL_AGREEMENT and difference <= PROBABILITY_TOLERANCE
+        known = close_enough(*agreement(model, tile, device, dtype, config.channels_last))
         with _verdicts_lock:
             _verdicts[model] = {key: known}  # older weights' verdicts are of no more use
     return dtype if known else torch.float32
