@@ -114,3 +114,15 @@ def inference_dtype(device: torch.device, precision: str) -> torch.dtype:
     if device.type == "cpu" and cpu_has_native_bfloat16():
         return torch.bfloat16
     return torch.float32
+
+
+def channels_last_format(device: torch.device, spatial_dims: int) -> torch.memory_format:
+    """The channels-last layout for a ``spatial_dims`` network on ``device``.
+
+    oneDNN and cuDNN run channels-last convolutions faster: a training step measured
+    1.5-1.7x faster in 3-D and 1.1-1.2x in 2-D on an AVX2 CPU (docs/benchmarks.md). Apple
+    MPS is untested and keeps the plain layout.
+    """
+    if device.type not in ("cpu", "cuda"):
+        return torch.contiguous_format
+    return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last

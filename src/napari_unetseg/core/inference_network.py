@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .devices import channels_last_format
 from .model import Up, pad_to_match
 
 
@@ -276,8 +277,9 @@ def inference_network(
     fused.eval()
     with torch.no_grad():
         fuse_modules(fused)
-        if channels_last and device.type in ("cpu", "cuda"):  # untested on Apple MPS: left as is
-            fused.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if channels_last:
+            spatial_dims = 3 if any(isinstance(m, nn.Conv3d) for m in fused.modules()) else 2
+            fused.to(memory_format=channels_last_format(device, spatial_dims))  # type: ignore[call-overload]
     onednn = device.type == "cpu" and onednn_fusion_available(dtype)
     for module in fused.modules():
         if isinstance(module, FusedConv2d):

@@ -675,7 +675,7 @@ class Segmenter:
         if config.precision == "auto":
             dtype = torch.float32
         with self._lock:
-            network = inference_network(self.model, self.device, dtype, channels_last=False)
+            network = inference_network(self.model, self.device, dtype, config.channels_last)
         return predict_volume_iter(
             network, self.config, image, layout, config, self.device, dtype,
             want_probabilities=probabilities, want_labels=labels, planes=planes,
