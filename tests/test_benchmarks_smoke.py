@@ -258,3 +258,17 @@ def test_quick_border_benchmark_sweeps_the_shifts_beside_the_forest(tmp_path, ca
     assert 0 <= row["forest_dice"] <= 1
     if draws:
         assert (tmp_path / "border.png").stat().st_size > 1000
+
+
+def test_quick_memory_layout_benchmark_times_both_layouts(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.memory_layout import main
+    finally:
+        sys.path.remove(str(ROOT))
+    assert main(["--quick", "--steps", "1", "--threads", "1", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "memory-layout-quick.json").read_text())
+    for dims in ("2-D", "3-D"):
+        assert result[dims]["plain_step_seconds"] > 0
+        assert result[dims]["channels_last_step_seconds"] > 0
+    assert "3-D step: plain" in capsys.readouterr().out
