@@ -96,3 +96,60 @@ def test_pixel_noise_does_not_hide_a_brightness_step_from_the_smoothed_image(rng
     noisy = brightness + rng.normal(0, 0.6, brightness.shape)
     assert brightness_aligned_shift(logits, noisy, painted, rng) == 0.0
     assert brightness_aligned_shift(logits, noisy, painted, rng, smoothed=brightness) < 0
+
+
+def painted_volume(rng, shape=(100, 40, 40), painted_plane=90):
+    """A volume larger than the crops the shares are estimated on, painted on one plane."""
+    from napari_unetseg.core.sampling import TrainingPlane
+
+    classes = np.zeros(shape, np.uint8)
+    classes[:, :, 20:] = 1
+    mask = np.zeros(shape, bool)
+    mask[painted_plane, 5:35:3, :] = True
+    image = rng.random((1, *shape), dtype=np.float32)
+    return TrainingPlane(image, classes, mask, np.zeros_like(mask))
+
+
+def test_a_volume_no_larger_than_four_crops_is_covered_once_whatever_the_draw(rng):
+    """Four random crops of a 100-plane stack held a different share of its painted planes
+    at each draw, and the border and shares moved with them."""
+    from napari_unetseg.core.prior import MAX_VOLUME_CROP, crop_windows, estimate_pixels
+
+    volume = painted_volume(rng)
+    windows = crop_windows([volume], rng)[0]
+    assert windows == crop_windows([volume], np.random.default_rng(7))[0]
+    covered = np.zeros(volume.classes.shape, int)
+    for window in windows:
+        assert all(s.stop - s.start <= m for s, m in zip(window, MAX_VOLUME_CROP, strict=False))
+        covered[window] += 1
+    assert (covered == 1).all()
+    assert estimate_pixels([volume]) == volume.classes.size
+
+    larger = painted_volume(rng, shape=(200, 40, 40), painted_plane=90)
+    assert len(crop_windows([larger], rng)[0]) == 4  # random crops beyond that
+    assert estimate_pixels([larger]) == 4 * 32 * 40 * 40
+
+
+def test_a_volume_border_is_judged_on_its_painted_planes_only(rng, monkeypatch):
+    """The unpainted planes between painted ones say nothing of where the paint's brightness
+    step lies; only the pixels of painted planes reach the border criterion."""
+    import torch
+
+    from napari_unetseg.core import Segmenter, prior
+
+    volume = painted_volume(rng, shape=(30, 40, 40), painted_plane=15)
+    pixels = prior.painted_pixels([volume], prior.crop_windows([volume], rng))
+    assert pixels.on_painted_planes.sum() == 40 * 40  # the whole volume is one window
+    assert (pixels.painted[~pixels.on_painted_planes] == -1).all()
+
+    seen = {}
+
+    def record(logits, intensities, painted, rng, smoothed=None):
+        seen["pixels"] = len(logits)
+        return 0.0
+
+    monkeypatch.setattr(prior, "brightness_aligned_shift", record)
+    seg = Segmenter.create(spatial_dims=3, base_width=4, depth=2, device="cpu", start="random")
+    cpu = torch.device("cpu")
+    prior.class_share_shift(seg.model.eval(), [volume], seg.config.multiples, cpu, rng)
+    assert seen["pixels"] == 40 * 40
