@@ -12,7 +12,6 @@ model is run or exported uses it.
 
 from __future__ import annotations
 
-import itertools
 from typing import NamedTuple
 
 import numpy as np
@@ -53,8 +52,6 @@ def class_shares_em(
 
 #: Largest crop (voxels) of a volume predicted to estimate the proportions.
 MAX_VOLUME_CROP = (32, 128, 128)
-#: Crops predicted in a plane or volume larger than one crop.
-CROPS_PER_PLANE = 4
 
 
 def _crop_sides(plane: TrainingPlane) -> list[int]:
@@ -65,42 +62,26 @@ def _crop_sides(plane: TrainingPlane) -> list[int]:
 
 def _windows(plane: TrainingPlane, rng: np.random.Generator) -> list[tuple[slice, ...]]:
     """The whole plane (or volume) when it is small, else four random crops of at most
-    MAX_CROP px (MAX_VOLUME_CROP voxels). A volume no larger than four crops is covered
-    whole, in equal blocks: four crops of a 100-plane stack drawn at random hold a
-    different share of its painted planes each time, and the estimate moved with them."""
+    MAX_CROP px (MAX_VOLUME_CROP voxels)."""
     shape = plane.image.shape[1:]
     sides = _crop_sides(plane)
     if list(shape) == sides:
         return [tuple(slice(0, n) for n in shape)]
-    if len(shape) == 3 and np.prod(shape) <= CROPS_PER_PLANE * np.prod(sides):
-        return _blocks(shape, sides)
     windows = []
-    for _ in range(CROPS_PER_PLANE):
+    for _ in range(4):
         starts = [int(rng.integers(0, n - side + 1)) for n, side in zip(shape, sides, strict=True)]
         windows.append(tuple(slice(a, a + side) for a, side in zip(starts, sides, strict=True)))
     return windows
 
 
-def _blocks(shape: tuple[int, ...], sides: list[int]) -> list[tuple[slice, ...]]:
-    """Equal blocks of at most ``sides`` that cover ``shape`` once."""
-    edges = [
-        np.linspace(0, n, -(-n // side) + 1).round().astype(int)
-        for n, side in zip(shape, sides, strict=True)
-    ]
-    return [
-        tuple(slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, index, strict=True))
-        for index in itertools.product(*(range(len(e) - 1) for e in edges))
-    ]
-
-
 def estimate_pixels(planes: list[TrainingPlane]) -> int:
     """How many pixels :func:`class_share_shift` predicts: to budget its time ahead."""
-    sizes = (  # the windows' sizes do not depend on where they are drawn
-        [s.stop - s.start for s in window]
-        for plane in planes
-        for window in _windows(plane, np.random.default_rng(0))
-    )
-    return sum(int(np.prod(size)) for size in sizes)
+    total = 0
+    for plane in planes:
+        sides = _crop_sides(plane)
+        whole = sides == list(plane.image.shape[1:])
+        total += int(np.prod(sides)) * (1 if whole else 4)
+    return total
 
 
 Windows = list[list[tuple[slice, ...]]]
@@ -153,33 +134,20 @@ class PaintedPixels(NamedTuple):
     intensities: np.ndarray  # (pixels, channels): the normalised image
     smoothed: np.ndarray  # the same, Gaussian-smoothed (σ = 1 pixel) to see past noise
     painted: np.ndarray  # (pixels,): the painted class, -1 where unpainted
-    on_painted_planes: np.ndarray  # (pixels,): in a plane that holds paint (all of a 2-D one)
 
 
 def painted_pixels(planes: list[TrainingPlane], windows: Windows) -> PaintedPixels:
     """The normalised image, smoothed too, and the paint in the planes' ``windows``."""
-    values, smoothed, paint, on_painted = [], [], [], []
+    values, smoothed, paint = [], [], []
     for plane, plane_windows in zip(planes, windows, strict=True):
-        painted = plane.train_mask | plane.validation_mask
-        painted_planes = painted.reshape(painted.shape[0], -1).any(1)
         for window in plane_windows:
             crop = plane.image[(slice(None), *window)]
             values.append(crop.reshape(crop.shape[0], -1).T)
             blurred = ndi.gaussian_filter(crop.astype(np.float32), (0,) + (1.0,) * len(window))
             smoothed.append(blurred.reshape(crop.shape[0], -1).T)
-            in_window = painted[window]
-            paint.append(np.where(in_window, plane.classes[window].astype(np.int64), -1).ravel())
-            if len(window) == 3:
-                layers = painted_planes[window[0]][:, None, None]
-                on_painted.append(np.broadcast_to(layers, in_window.shape).ravel())
-            else:
-                on_painted.append(np.ones(in_window.size, bool))
-    return PaintedPixels(
-        np.concatenate(values),
-        np.concatenate(smoothed),
-        np.concatenate(paint),
-        np.concatenate(on_painted),
-    )
+            painted = plane.train_mask[window] | plane.validation_mask[window]
+            paint.append(np.where(painted, plane.classes[window].astype(np.int64), -1).ravel())
+    return PaintedPixels(np.concatenate(values), np.concatenate(smoothed), np.concatenate(paint))
 
 
 def output_layer(model: nn.Module) -> nn.Conv2d | nn.Conv3d | None:
@@ -246,15 +214,8 @@ def class_share_shift(
         foreground_logits = np.log(p[:, 1]) - np.log(p[:, 0])
         foreground_logits += shift[0] if conv.out_channels == 1 else shift[1] - shift[0]
         pixels = painted_pixels(planes, windows)  # read only for a two-class model
-        # a volume's border is judged on its painted planes, as a plane's is: the
-        # brightness step is defined by the paint, and is checked where the paint is
-        on = pixels.on_painted_planes
         border_shift = brightness_aligned_shift(
-            foreground_logits[on],
-            pixels.intensities[on],
-            pixels.painted[on],
-            rng,
-            pixels.smoothed[on],
+            foreground_logits, pixels.intensities, pixels.painted, rng, pixels.smoothed
         )
         if conv.out_channels == 1:
             shift = shift + border_shift
