@@ -117,11 +117,13 @@ def inference_dtype(device: torch.device, precision: str) -> torch.dtype:
 
 
 def channels_last_format(device: torch.device, spatial_dims: int) -> torch.memory_format:
-    """The channels-last layout for a ``spatial_dims`` network on ``device``.
+    """The channels-last layout for a ``spatial_dims`` network on ``device``: the inference
+    copy's (:mod:`napari_unetseg.core.inference_network`). Apple MPS is untested and keeps
+    the plain layout.
 
-    oneDNN and cuDNN run channels-last convolutions faster: a training step measured
-    1.5-1.7x faster in 3-D and 1.1-1.2x in 2-D on an AVX2 CPU (docs/benchmarks.md). Apple
-    MPS is untested and keeps the plain layout.
+    Training keeps the plain layout. Channels-last made a training step about 1.5x faster
+    in 3-D and 1.1-1.2x in 2-D on an AVX2 CPU (``python -m benchmarks.memory_layout``), but
+    3-D models trained that way scored lower on the real stacks (docs/benchmarks.md).
     """
     if device.type not in ("cpu", "cuda"):
         return torch.contiguous_format

@@ -21,7 +21,7 @@ from torch import nn
 
 from .allocator import in_a_job
 from .config import ModelConfig, TrainConfig
-from .devices import channels_last_format, cpu_has_native_bfloat16
+from .devices import cpu_has_native_bfloat16
 from .errors import UnetSegError
 from .kept_weights import BestWeights, recalibrate_batch_norm
 from .losses import masked_loss, resolve_loss_name
@@ -100,8 +100,6 @@ class _Run:
         patch_pixels = self.arrange(planes)
 
         model.to(device)
-        self.memory_format = channels_last_format(device, model_config.spatial_dims)
-        model.to(memory_format=self.memory_format)  # type: ignore[call-overload]  # plain again in wrap_up
         model.train()
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=self.base_rate, weight_decay=config.weight_decay
@@ -258,7 +256,7 @@ class _Run:
             xb, yb, mb = augment(xb, yb, mb, self.config.intensity_jitter, self.generator)
         if pin:
             xb, yb, mb = xb.pin_memory(), yb.pin_memory(), mb.pin_memory()
-        xb = xb.to(device, non_blocking=pin).contiguous(memory_format=self.memory_format)
+        xb = xb.to(device, non_blocking=pin)
         yb = yb.to(device, non_blocking=pin)
         mb = mb.to(device, non_blocking=pin)
         self.optimizer.zero_grad(set_to_none=True)
@@ -367,7 +365,6 @@ class _Run:
             recalibrate_batch_norm(self.model, self.sampler, self.batch_size, self.device)
         if self.config.correct_class_shares and history.trustworthy:
             self.correct_shares()
-        self.model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         history.elapsed = self.clock.elapsed()
 
     def correct_shares(self) -> None:
