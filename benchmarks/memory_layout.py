@@ -1,5 +1,9 @@
 """One training step of the default 2-D and 3-D U-Nets, weights and batches laid out plainly
-against channels-last (what training uses, :func:`napari_unetseg.core.devices.channels_last_format`).
+against channels-last (:func:`napari_unetseg.core.devices.channels_last_format`).
+
+Training keeps the plain layout: channels-last steps were faster, but 3-D models trained
+that way scored lower on the real stacks (docs/benchmarks.md, fourteenth session). This
+script keeps the speed side of that measurement repeatable.
 
 ``python -m benchmarks.memory_layout [--threads 2] [--steps 8] [--quick] [--out DIR]``
 
