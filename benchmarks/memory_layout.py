@@ -74,11 +74,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tiny model: checks the script runs")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
     result: dict[str, Any] = {"machine": machine_info(), "threads": args.threads}
-    for dims in (2, 3):
-        plain = step_seconds(dims, False, args.steps, args.quick)
-        last = step_seconds(dims, True, args.steps, args.quick)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        times = {
+            dims: (
+                step_seconds(dims, False, args.steps, args.quick),
+                step_seconds(dims, True, args.steps, args.quick),
+            )
+            for dims in (2, 3)
+        }
+    finally:  # a caller in the same process (the smoke test) keeps its threads
+        torch.set_num_threads(threads_before)
+    for dims, (plain, last) in times.items():
         result[f"{dims}-D"] = {
             "plain_step_seconds": round(plain, 4),
             "channels_last_step_seconds": round(last, 4),

@@ -210,9 +210,8 @@ def test_the_3d_inference_copy_is_channels_last_and_gives_the_model_s_answer():
     copy = inference_network(seg.model, torch.device("cpu"), torch.float32)
     conv = next(m for m in copy.modules() if isinstance(m, torch.nn.Conv3d) and m.in_channels > 1)
     assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
-    assert all(
-        t.is_contiguous() for t in seg.model.state_dict().values()
-    )  # the model is left as is
+    # the model itself is left in the plain layout
+    assert all(t.is_contiguous() for t in seg.model.state_dict().values())
     x = torch.randn(1, 1, 8, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(copy(x), seg.model(x), rtol=1e-4, atol=1e-5)
