@@ -289,14 +289,18 @@ def main(argv: list[str] | None = None) -> int:
             rounds=args.rounds or s.rounds,
             cases=tuple(args.cases or s.cases),
         )
+    threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     rows = []
-    for name in s.cases:
-        for seed in range(s.seeds):
-            row = run_case(name, seed, s)
-            rows.append(row)
-            dices = {k: [round(v, 3) for v in c["dice"]] for k, c in row["curves"].items()}
-            print(f"{name} seed {seed}: {dices}", flush=True)
+    try:
+        for name in s.cases:
+            for seed in range(s.seeds):
+                row = run_case(name, seed, s)
+                rows.append(row)
+                dices = {k: [round(v, 3) for v in c["dice"]] for k, c in row["curves"].items()}
+                print(f"{name} seed {seed}: {dices}", flush=True)
+    finally:  # a caller in the same process (the smoke test) keeps its threads
+        torch.set_num_threads(threads_before)
     result = summary(rows)
     print()
     print(table(result))
