@@ -34,6 +34,7 @@ from napari_unetseg.core.predict import run_to_end
 
 from .painting import _paint_class, paint_region, paint_strokes
 from .real import CASES, load_case
+from .suite import torch_threads
 
 HERE = Path(__file__).resolve().parent
 STRATEGIES = ("suggested", "random")
@@ -289,18 +290,14 @@ def main(argv: list[str] | None = None) -> int:
             rounds=args.rounds or s.rounds,
             cases=tuple(args.cases or s.cases),
         )
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
     rows = []
-    try:
+    with torch_threads(args.threads):
         for name in s.cases:
             for seed in range(s.seeds):
                 row = run_case(name, seed, s)
                 rows.append(row)
                 dices = {k: [round(v, 3) for v in c["dice"]] for k, c in row["curves"].items()}
                 print(f"{name} seed {seed}: {dices}", flush=True)
-    finally:  # a caller in the same process (the smoke test) keeps its threads
-        torch.set_num_threads(threads_before)
     result = summary(rows)
     print()
     print(table(result))

@@ -64,9 +64,7 @@ def step_seconds(spatial_dims: int, channels_last: bool, steps: int, quick: bool
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch
-
-    from .suite import machine_info
+    from .suite import machine_info, torch_threads
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.memory_layout", description=__doc__)
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -75,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
     result: dict[str, Any] = {"machine": machine_info(), "threads": args.threads}
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         times = {
             dims: (
                 step_seconds(dims, False, args.steps, args.quick),
@@ -85,8 +81,6 @@ def main(argv: list[str] | None = None) -> int:
             )
             for dims in (2, 3)
         }
-    finally:  # a caller in the same process (the smoke test) keeps its threads
-        torch.set_num_threads(threads_before)
     for dims, (plain, last) in times.items():
         result[f"{dims}-D"] = {
             "plain_step_seconds": round(plain, 4),

@@ -18,7 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,19 @@ def scene_image(size: int, seed: int = 0) -> np.ndarray:
     image = _scene(base, seed).image
     reps = -(-size // base)
     return np.ascontiguousarray(np.tile(image, (reps, reps))[:size, :size])
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's CPU thread count set to ``count`` (None: left as it is) for the block, and put
+    back after, so a caller in the same process (a smoke test) keeps its own."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def machine_info() -> dict[str, Any]:
@@ -374,13 +388,8 @@ def mpix_per_s(size: int, seconds: float) -> float:
 
 def run(settings: Settings, log: Callable[[str], None] = print) -> Results:
     torch.manual_seed(settings.seed)
-    threads_before = torch.get_num_threads()
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    try:
+    with torch_threads(settings.threads):
         return _run(settings, log)
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def _run(settings: Settings, log: Callable[[str], None]) -> Results:

@@ -272,3 +272,26 @@ def test_quick_memory_layout_benchmark_times_both_layouts(tmp_path, capsys):
         assert result[dims]["plain_step_seconds"] > 0
         assert result[dims]["channels_last_step_seconds"] > 0
     assert "3-D step: plain" in capsys.readouterr().out
+
+
+def test_benchmarks_put_torch_s_thread_count_back():
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.suite import torch_threads
+    finally:
+        sys.path.remove(str(ROOT))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError), torch_threads(1):
+            raise RuntimeError("a benchmark that fails")
+        assert torch.get_num_threads() == 2
+        with torch_threads(None):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
