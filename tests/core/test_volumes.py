@@ -240,9 +240,10 @@ def _untiled(seg: Segmenter, image: np.ndarray) -> np.ndarray:
     ]
     x = np.pad(x, pads, mode="reflect")
     with torch.no_grad():
-        probs = logits_to_probabilities(seg.model.eval()(torch.from_numpy(x)[None]))[0]
+        x = torch.from_numpy(x)[None].to(seg.device)
+        probs = logits_to_probabilities(seg.model.eval()(x))[0]
     z, y, w = image.shape
-    return probs[:, :z, :y, :w].numpy()
+    return probs[:, :z, :y, :w].cpu().numpy()
 
 
 def test_tiled_prediction_matches_an_untiled_forward():
