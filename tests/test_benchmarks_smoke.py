@@ -295,3 +295,36 @@ def test_benchmarks_put_torch_s_thread_count_back():
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_quick_gpu_benchmark_runs_its_measurements_on_the_cpu(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.gpu import main
+    finally:
+        sys.path.remove(str(ROOT))
+    assert main(["--quick", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "gpu-quick.json").read_text())
+    assert [row["size"] for row in result["predict_2d"]] == [128, 192]
+    for row in result["predict_2d"]:
+        assert row["auto_mpix_per_s"] > 0 and row["floor_mpix_per_s"] > 0
+        assert row["peak_gpu_mib"] is None  # no GPU memory on the CPU
+    assert result["predict_3d"][0]["mvoxels_per_s"] > 0
+    assert result["train_2d"]["steps"] == result["train_3d"]["steps"] == 3
+    compared = result["against_cpu"]
+    assert compared["labels_agree_2d"] == compared["labels_agree_3d"] == 1.0  # the same device
+    assert "| 2-D side | auto precision |" in capsys.readouterr().out
+
+
+def test_gpu_benchmark_says_when_there_is_no_gpu(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.gpu import main
+    finally:
+        sys.path.remove(str(ROOT))
+    assert main(["--out", str(tmp_path)]) == 2
+    assert "No CUDA GPU here" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
