@@ -328,3 +328,22 @@ def test_gpu_benchmark_says_when_there_is_no_gpu(tmp_path, capsys, monkeypatch):
     assert main(["--out", str(tmp_path)]) == 2
     assert "No CUDA GPU here" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_quick_spread_benchmark_trains_each_seed_and_scores_it_twice(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.spread import main
+    finally:
+        sys.path.remove(str(ROOT))
+    argv = ["--quick", "--train-seeds", "2", "--pairs", "1:0", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    (pair,) = json.loads((tmp_path / "spread-quick.json").read_text())["pairs"]
+    assert [run["train_seed"] for run in pair["runs"]] == [0, 1]
+    for run in pair["runs"]:
+        assert 0 <= run["ours"] <= 1 and 0 <= run["no_border_step"] <= 1
+    assert pair["summary"]["min"] <= pair["summary"]["mean"] <= pair["summary"]["max"]
+    assert "| stack, painting | forest |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--pairs", "3:0"])  # the object case trains object models: not a pair here
