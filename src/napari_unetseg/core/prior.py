@@ -211,11 +211,16 @@ def class_share_shift(
     border_shift = 0.0
     if align_borders and n == 2:
         p = np.clip(probabilities.astype(np.float64), 1e-7, 1.0)
-        foreground_logits = np.log(p[:, 1]) - np.log(p[:, 0])
-        foreground_logits += shift[0] if conv.out_channels == 1 else shift[1] - shift[0]
+        share_shift = float(shift[0] if conv.out_channels == 1 else shift[1] - shift[0])
+        foreground_logits = np.log(p[:, 1]) - np.log(p[:, 0]) + share_shift
         pixels = painted_pixels(planes, windows)  # read only for a two-class model
         border_shift = brightness_aligned_shift(
-            foreground_logits, pixels.intensities, pixels.painted, rng, pixels.smoothed
+            foreground_logits,
+            pixels.intensities,
+            pixels.painted,
+            rng,
+            pixels.smoothed,
+            share_shift=share_shift,
         )
         if conv.out_channels == 1:
             shift = shift + border_shift
