@@ -30,8 +30,11 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_PAIRS = ("0:0", "0:1", "2:0", "2:1")  # GoNuclear and the membranes, two paintings each
 
 
-def one_run(stack: Any, painted: np.ndarray, scored: np.ndarray, case: Any, seed: int,
-            quick: bool) -> dict[str, Any]:  # fmt: skip
+def one_run(
+    stack: Any, painted: np.ndarray, scored: np.ndarray, case: Any, seed: int, quick: bool
+) -> dict[str, Any]:
+    """One default training of ``stack`` from ``seed``: Dice as trained and without the
+    border step, on the same weights."""
     size = {"base_width": 4, "depth": 2} if quick else {}
     seg = Segmenter.create(spatial_dims=3, voxel_size=case.voxel_size, seed=seed, **size)
     steps = {"max_epochs": 1, "steps_per_epoch": 3} if quick else {}
