@@ -11,16 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from test_predict_tiling import randomised
+from test_predict_tiling import randomised, untiled
 from test_volumes import paint, spheres
 
 from napari_unetseg.core import PredictConfig, Segmenter, TrainConfig
 from napari_unetseg.core.devices import inference_dtype
-from napari_unetseg.core.layout import resolve_layout
 from napari_unetseg.core.metrics import dice
 from napari_unetseg.core.model import UNet
-from napari_unetseg.core.normalization import fit_normalizer
 from napari_unetseg.core.synthetic import nuclei_scene
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -82,19 +79,6 @@ def test_gpu_prediction_agrees_with_the_cpu(scene, trained_on_gpu):
     labels = trained_on_gpu.segment(image)  # precision "auto": reduced, where proven
     agree = np.mean(labels == cpu.segment(image, precision="float32"))
     assert agree > 0.995
-
-
-def untiled(seg: Segmenter, image: np.ndarray) -> np.ndarray:
-    """Probabilities from one float32 forward pass over the whole image, on ``seg``'s device."""
-    layout = resolve_layout(image, seg.config.in_channels, None)
-    plane = fit_normalizer(image, layout, seg.config.normalization)(layout.read_plane(image, ()))
-    x = torch.from_numpy(plane)[None].to(seg.device)
-    h, w = x.shape[-2:]
-    m = seg.config.min_size
-    x = F.pad(x, (0, (-w) % m, 0, (-h) % m), mode="reflect")
-    with torch.inference_mode():
-        probs = torch.softmax(seg.model.eval()(x), dim=1)[0, :, :h, :w]
-    return probs.cpu().numpy()
 
 
 def test_gpu_tiles_equal_one_untiled_pass():

@@ -50,16 +50,17 @@ def seg() -> Segmenter:
 
 
 def untiled(seg: Segmenter, image: np.ndarray) -> np.ndarray:
-    """Probabilities from one forward pass of the original model over the whole image, float32."""
+    """Probabilities from one forward pass of the original model over the whole image, float32,
+    on the model's device."""
     layout = resolve_layout(image, seg.config.in_channels, None)
     plane = fit_normalizer(image, layout, seg.config.normalization)(layout.read_plane(image, ()))
-    x = torch.from_numpy(plane)[None]
+    x = torch.from_numpy(plane)[None].to(seg.device)
     h, w = x.shape[-2:]
     m = seg.config.min_size
     x = F.pad(x, (0, (-w) % m, 0, (-h) % m), mode="reflect")
     with torch.inference_mode():
         probs = torch.softmax(seg.model.eval()(x), dim=1)[0, :, :h, :w]
-    return probs.numpy()
+    return probs.cpu().numpy()
 
 
 def image_of(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
