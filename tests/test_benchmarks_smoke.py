@@ -15,11 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_quick_benchmark_writes_table_json_and_plot(tmp_path, capsys):
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks.__main__ import main
-    finally:
-        sys.path.remove(str(ROOT))
+    from benchmarks.__main__ import main
+
     assert main(["--quick", "--out", str(tmp_path)]) == 0
     table = capsys.readouterr().out
     assert "| ours default |" in table and "| floor float32 |" in table
@@ -64,11 +61,8 @@ def test_command_line_help():
 
 
 def test_quick_accuracy_benchmark_writes_its_table_and_json(tmp_path, capsys):
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks.accuracy import CASES, main
-    finally:
-        sys.path.remove(str(ROOT))
+    from benchmarks.accuracy import CASES, main
+
     assert main(["--quick", "--out", str(tmp_path)]) == 0
     assert "| case | painted |" in capsys.readouterr().out
     rows = json.loads((tmp_path / "accuracy-quick.json").read_text())["cases"]
@@ -80,11 +74,8 @@ def test_quick_accuracy_benchmark_writes_its_table_and_json(tmp_path, capsys):
 @pytest.mark.slow  # starts two local dask clusters of worker processes: about 30 s on 2 cores
 def test_quick_scale_benchmark_writes_its_table_and_json(tmp_path, capsys):
     pytest.importorskip("distributed")
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks.scale import main
-    finally:
-        sys.path.remove(str(ROOT))
+    from benchmarks.scale import main
+
     assert main(["--quick", "--out", str(tmp_path), "--work-dir", str(tmp_path)]) == 0
     assert "| 2 worker(s) |" in capsys.readouterr().out
     results = json.loads((tmp_path / "scale-quick.json").read_text())
@@ -101,11 +92,8 @@ def test_quick_scale_benchmark_writes_its_table_and_json(tmp_path, capsys):
 
 def test_quick_real_image_benchmark_runs_every_contender(tmp_path, capsys):
     pytest.importorskip("sklearn")
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks.real import main
-    finally:
-        sys.path.remove(str(ROOT))
+    from benchmarks.real import main
+
     draws = importlib.util.find_spec("matplotlib") is not None  # in the bench extra
     figures = ["--figures", str(tmp_path / "figs")] if draws else []
     assert main(["--quick", "--out", str(tmp_path), *figures]) == 0
@@ -131,12 +119,8 @@ def test_quick_real_image_benchmark_runs_every_contender(tmp_path, capsys):
 
 
 def test_simulated_painting_stays_on_the_left_half_and_inside_its_class():
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks.painting import paint_objects, paint_region, paint_strokes
-    finally:
-        sys.path.remove(str(ROOT))
     import numpy as np
+    from benchmarks.painting import paint_objects, paint_region, paint_strokes
 
     rng = np.random.default_rng(0)
     instances = np.zeros((120, 160), np.int32)
@@ -159,11 +143,8 @@ def test_simulated_painting_stays_on_the_left_half_and_inside_its_class():
 
 @pytest.mark.parametrize("out_is_folder", [False, True])
 def test_contention_benchmark_alone_writes_its_json(tmp_path, capsys, out_is_folder):
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks.contention import main
-    finally:
-        sys.path.remove(str(ROOT))
+    from benchmarks.contention import main
+
     out = tmp_path / "contention.json"
     target = tmp_path if out_is_folder else out  # a folder gets contention.json inside
     assert (
@@ -177,11 +158,8 @@ def test_contention_benchmark_alone_writes_its_json(tmp_path, capsys, out_is_fol
 
 
 def test_quick_active_painting_benchmark_compares_both_strategies(tmp_path, capsys):
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks.active_painting import main
-    finally:
-        sys.path.remove(str(ROOT))
+    from benchmarks.active_painting import main
+
     assert main(["--quick", "--out", str(tmp_path)]) == 0
     assert "| case | strategy | start | round 1 |" in capsys.readouterr().out
     result = json.loads((tmp_path / "active-painting-quick.json").read_text())
@@ -202,11 +180,8 @@ def test_quick_active_painting_benchmark_compares_both_strategies(tmp_path, caps
 
 def test_quick_stack_objects_case_trains_object_models_and_scores_their_ids():
     pytest.importorskip("sklearn")
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks.stacks import STACK_CASES, load_stack, paint_plane_objects, run_stack_case
-    finally:
-        sys.path.remove(str(ROOT))
+    from benchmarks.stacks import STACK_CASES, load_stack, paint_plane_objects, run_stack_case
+
     (case,) = [c for c in STACK_CASES if c.objects]
     stack = load_stack(case, quick=True, seed=0)
     painted = paint_plane_objects(stack.instances, [4, 8], np.random.default_rng(0), 3)
@@ -223,12 +198,9 @@ def test_quick_stack_objects_case_trains_object_models_and_scores_their_ids():
 
 def test_quick_real_image_benchmark_paints_discs_on_request(tmp_path):
     pytest.importorskip("sklearn")
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks.painting import paint_discs
-        from benchmarks.real import main
-    finally:
-        sys.path.remove(str(ROOT))
+    from benchmarks.painting import paint_discs
+    from benchmarks.real import main
+
     foreground = np.zeros((64, 64), bool)
     foreground[10:30, 5:25] = True
     painted = paint_discs(foreground, np.random.default_rng(0), radius=3, fraction=0.1)
@@ -241,11 +213,8 @@ def test_quick_real_image_benchmark_paints_discs_on_request(tmp_path):
 
 def test_quick_border_benchmark_sweeps_the_shifts_beside_the_forest(tmp_path, capsys):
     pytest.importorskip("sklearn")
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks.border import SHIFTS, main
-    finally:
-        sys.path.remove(str(ROOT))
+    from benchmarks.border import SHIFTS, main
+
     draws = importlib.util.find_spec("matplotlib") is not None
     figure = ["--figure", str(tmp_path / "border.png")] if draws else []
     assert main(["--quick", "--seeds", "1", "--out", str(tmp_path), *figure]) == 0
@@ -261,11 +230,8 @@ def test_quick_border_benchmark_sweeps_the_shifts_beside_the_forest(tmp_path, ca
 
 
 def test_quick_memory_layout_benchmark_times_both_layouts(tmp_path, capsys):
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks.memory_layout import main
-    finally:
-        sys.path.remove(str(ROOT))
+    from benchmarks.memory_layout import main
+
     assert main(["--quick", "--steps", "1", "--threads", "1", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "memory-layout-quick.json").read_text())
     for dims in ("2-D", "3-D"):
@@ -276,12 +242,8 @@ def test_quick_memory_layout_benchmark_times_both_layouts(tmp_path, capsys):
 
 def test_benchmarks_put_torch_s_thread_count_back():
     import torch
+    from benchmarks.suite import torch_threads
 
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks.suite import torch_threads
-    finally:
-        sys.path.remove(str(ROOT))
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -298,11 +260,8 @@ def test_benchmarks_put_torch_s_thread_count_back():
 
 
 def test_quick_gpu_benchmark_runs_its_measurements_on_the_cpu(tmp_path, capsys):
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks.gpu import main
-    finally:
-        sys.path.remove(str(ROOT))
+    from benchmarks.gpu import main
+
     assert main(["--quick", "--device", "cpu", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "gpu-quick.json").read_text())
     assert [row["size"] for row in result["predict_2d"]] == [128, 192]
@@ -320,11 +279,8 @@ def test_gpu_benchmark_says_when_there_is_no_gpu(tmp_path, capsys, monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks.gpu import main
-    finally:
-        sys.path.remove(str(ROOT))
+    from benchmarks.gpu import main
+
     assert main(["--out", str(tmp_path)]) == 2
     assert "No CUDA GPU here" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
@@ -332,11 +288,8 @@ def test_gpu_benchmark_says_when_there_is_no_gpu(tmp_path, capsys, monkeypatch):
 
 def test_quick_spread_benchmark_trains_each_seed_and_scores_it_twice(tmp_path, capsys):
     pytest.importorskip("sklearn")
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks.spread import main
-    finally:
-        sys.path.remove(str(ROOT))
+    from benchmarks.spread import main
+
     argv = ["--quick", "--train-seeds", "2", "--pairs", "1:0", "--out", str(tmp_path)]
     assert main(argv) == 0
     (pair,) = json.loads((tmp_path / "spread-quick.json").read_text())["pairs"]
