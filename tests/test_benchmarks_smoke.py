@@ -300,3 +300,14 @@ def test_quick_spread_benchmark_trains_each_seed_and_scores_it_twice(tmp_path, c
     assert "| stack, painting | forest |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["--pairs", "3:0"])  # the object case trains object models: not a pair here
+
+
+def test_quick_stack_memory_benchmark_stops_after_its_tiles(tmp_path, capsys):
+    from benchmarks.stack_memory import main
+
+    assert main(["--quick", "--tiles", "3", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "stack-memory-quick.json").read_text())
+    assert result["stack"] == [40, 200, 200]
+    assert result["tiles_predicted"] == 3 < result["tiles_total"] == 8
+    assert result["within_bound"] and result["voxels_per_second"] > 0
+    assert '"peak_rss_anon_above_model_mib"' in capsys.readouterr().out
