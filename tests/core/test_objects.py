@@ -129,7 +129,7 @@ def test_touching_nuclei_are_separated_after_short_training():
     seg.train(
         scene.image,
         scene.painted_objects,
-        TrainConfig(max_seconds=None, max_epochs=10),
+        TrainConfig(max_seconds=None, max_epochs=5),
         progress=False,
     )
     labels = seg.segment(scene.image)

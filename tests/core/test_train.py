@@ -177,7 +177,7 @@ def test_default_training_segments_only_the_ellipses():
     scene = shapes_scene((256, 256), seed=0)
     seg = Segmenter.create(device="cpu")
     seg.train(
-        scene.image, scene.painted, TrainConfig(max_seconds=None, max_epochs=8), progress=False
+        scene.image, scene.painted, TrainConfig(max_seconds=None, max_epochs=3), progress=False
     )
     labels = seg.segment(scene.image)
     assert dice(labels, scene.classes, mask=scene.painted == 0) >= 0.9
@@ -188,7 +188,7 @@ def test_default_training_on_sparse_nuclei_reaches_high_dice():
     scene = nuclei_scene((256, 256), seed=1)
     seg = Segmenter.create(device="cpu")
     seg.train(
-        scene.image, scene.painted, TrainConfig(max_seconds=None, max_epochs=6), progress=False
+        scene.image, scene.painted, TrainConfig(max_seconds=None, max_epochs=2), progress=False
     )
     assert dice(seg.segment(scene.image), scene.classes, mask=scene.painted == 0) >= 0.9
 
