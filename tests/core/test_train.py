@@ -186,9 +186,10 @@ def test_default_training_segments_only_the_ellipses():
 @pytest.mark.slow
 def test_default_training_on_sparse_nuclei_reaches_high_dice():
     scene = nuclei_scene((256, 256), seed=1)
-    seg = Segmenter.create(device="cpu")
+    # random weights: the starting weights alone already segment this scene (Dice 0.986)
+    seg = Segmenter.create(device="cpu", start="random")
     seg.train(
-        scene.image, scene.painted, TrainConfig(max_seconds=None, max_epochs=2), progress=False
+        scene.image, scene.painted, TrainConfig(max_seconds=None, max_epochs=3), progress=False
     )
     assert dice(seg.segment(scene.image), scene.classes, mask=scene.painted == 0) >= 0.9
 
