@@ -38,9 +38,9 @@ CASES = [
     # The headless demo: the bundled sample, default budget.
     Case("nuclei, classes (demo)", "nuclei", 512, 0, False, seconds=60),
     # The scene of the slow accuracy test, by epochs and by time.
-    Case("ellipses among shapes (test)", "shapes", 256, 0, False, epochs=8),
+    Case("ellipses among shapes (test)", "shapes", 256, 0, False, epochs=3),
     Case("ellipses among shapes, 60 s", "shapes", 256, 0, False, seconds=60),
-    Case("touching nuclei, objects (test)", "nuclei", 512, 1, True, epochs=10),
+    Case("touching nuclei, objects (test)", "nuclei", 512, 1, True, epochs=5),
     Case("touching nuclei, objects, 90 s", "nuclei", 512, 2, True, seconds=90),
 ]
 
