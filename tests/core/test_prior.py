@@ -35,8 +35,10 @@ def test_the_shares_move_the_output_bias_only(rng):
         np.zeros((96, 96), bool),
     )
     before = {k: v.clone() for k, v in seg.model.state_dict().items()}
-    shares, shift, border_shift = class_share_shift(seg.model, [plane], 4, torch.device("cpu"), rng)
-    assert border_shift == 0.0  # nothing painted: no brightness step to move to
+    shares, shift, border_shift, grow_back = class_share_shift(
+        seg.model, [plane], 4, torch.device("cpu"), rng
+    )
+    assert border_shift == 0.0 and grow_back is None  # nothing painted: no brightness step
     assert np.allclose(shift, np.log(shares) - np.log(0.5))
     shift_output_bias(seg.model, shift)
     after = seg.model.state_dict()
@@ -51,14 +53,16 @@ CONFIG = TrainConfig(
 )
 
 
-def trained_with_shift(nuclei_small, monkeypatch, shift):
-    """Train with the estimated shift replaced by ``shift``; returns the segmenter, history
-    and the bias the plain training left."""
+def trained_with_shift(nuclei_small, monkeypatch, shift, grow_back=None):
+    """Train with the estimated shift replaced by ``shift`` (and its grow-back alternative by
+    ``grow_back``, a (shift, border shift) pair); returns the segmenter, history and the bias
+    the plain training left."""
     seen = {}
 
     def fake(model, *args, **kwargs):
         seen["bias"] = prior.output_bias(model).detach().clone()
-        return prior.OutputShift(np.array([0.5, 0.5]), np.asarray(shift, float), 0.0)
+        alternative = None if grow_back is None else (np.asarray(grow_back[0], float), grow_back[1])
+        return prior.OutputShift(np.array([0.5, 0.5]), np.asarray(shift, float), 0.0, alternative)
 
     monkeypatch.setattr(train, "class_share_shift", fake)
     seg = Segmenter.create(base_width=8, depth=3, device="cpu", seed=0)
@@ -79,6 +83,18 @@ def test_a_shift_that_wrecks_the_held_out_paint_is_not_applied(nuclei_small, mon
     assert history.class_shares is None and history.class_shares_applied is None
     assert any("not applied" in w for w in history.warnings)
     assert torch.allclose(prior.output_bias(seg.model).detach(), bias, atol=1e-5)
+
+
+def test_the_border_grows_the_bright_class_back_only_when_held_out_paint_needs_it(
+    nuclei_small, monkeypatch
+):
+    harmless, wrecking = [0.0, -0.01], [40.0, -40.0]
+    seg, history, bias = trained_with_shift(nuclei_small, monkeypatch, harmless, (harmless, 1.5))
+    assert history.class_shares_applied == 1.0 and history.border_shift == 0.0
+    seg, history, bias = trained_with_shift(nuclei_small, monkeypatch, wrecking, (harmless, 1.5))
+    assert history.class_shares_applied == 1.0 and history.border_shift == 1.5
+    now = prior.output_bias(seg.model).detach()
+    assert torch.allclose(now - bias, torch.tensor(harmless), atol=1e-5)  # nothing else left
 
 
 def test_a_short_run_is_not_corrected(nuclei_small, monkeypatch):

@@ -12,6 +12,7 @@ model is run or exported uses it.
 
 from __future__ import annotations
 
+import copy
 from typing import NamedTuple
 
 import numpy as np
@@ -167,11 +168,17 @@ def output_bias(model: nn.Module) -> torch.Tensor | None:
 class OutputShift(NamedTuple):
     """What :func:`class_share_shift` found: the image's class shares, the shift of the
     output bias that applies them, and the part of that shift (on the foreground logit) that
-    moved a two-class model's border onto the brightness step (0.0 when it did not)."""
+    moved a two-class model's border onto the brightness step (0.0 when it did not).
+
+    The border never grows the brighter class. ``grow_back`` is the (shift, border_shift)
+    to try when that fails the held-out paint: its border may grow the brighter class back
+    over the class-share step's shrink. None when the two are the same.
+    """
 
     shares: np.ndarray
     shift: np.ndarray
     border_shift: float
+    grow_back: tuple[np.ndarray, float] | None = None
 
 
 def class_share_shift(
@@ -208,25 +215,33 @@ def class_share_shift(
         shift = np.array([np.log(shares[1] / shares[0]) - np.log(trained[1] / trained[0])])
     else:
         shift = np.log(shares) - np.log(trained)
-    border_shift = 0.0
-    if align_borders and n == 2:
-        p = np.clip(probabilities.astype(np.float64), 1e-7, 1.0)
-        share_shift = float(shift[0] if conv.out_channels == 1 else shift[1] - shift[0])
-        foreground_logits = np.log(p[:, 1]) - np.log(p[:, 0]) + share_shift
-        pixels = painted_pixels(planes, windows)  # read only for a two-class model
-        border_shift = brightness_aligned_shift(
+    if not (align_borders and n == 2):
+        return OutputShift(shares, shift, 0.0)
+    p = np.clip(probabilities.astype(np.float64), 1e-7, 1.0)
+    share_shift = float(shift[0] if conv.out_channels == 1 else shift[1] - shift[0])
+    foreground_logits = np.log(p[:, 1]) - np.log(p[:, 0]) + share_shift
+    pixels = painted_pixels(planes, windows)  # read only for a two-class model
+    same_draws = copy.deepcopy(rng)  # both borders judged on the same random sample
+
+    def aligned(grow_back_over: float, generator: np.random.Generator) -> float:
+        return brightness_aligned_shift(
             foreground_logits,
             pixels.intensities,
             pixels.painted,
-            rng,
+            generator,
             pixels.smoothed,
-            share_shift=share_shift,
+            share_shift=grow_back_over,
         )
+
+    def with_border(border_shift: float) -> np.ndarray:
         if conv.out_channels == 1:
-            shift = shift + border_shift
-        else:
-            shift = shift + np.array([-border_shift / 2, border_shift / 2])
-    return OutputShift(shares, shift, border_shift)
+            return shift + border_shift
+        return shift + np.array([-border_shift / 2, border_shift / 2])
+
+    border_shift = aligned(0.0, rng)
+    grown = aligned(share_shift, same_draws) if share_shift else border_shift
+    grow_back = None if grown == border_shift else (with_border(grown), grown)
+    return OutputShift(shares, with_border(border_shift), border_shift, grow_back)
 
 
 def shift_output_bias(model: nn.Module, shift: np.ndarray) -> None:

@@ -381,28 +381,31 @@ class _Run:
         )
         if estimate is None:
             return
-        shares, shift, border_shift = estimate
+        candidates = [(estimate.shift, estimate.border_shift)]
+        if estimate.grow_back is not None:
+            candidates.append(estimate.grow_back)
 
-        def record(fraction: float) -> None:
-            history.class_shares = [round(float(v), 4) for v in shares]
+        def record(fraction: float, border_shift: float) -> None:
+            history.class_shares = [round(float(v), 4) for v in estimate.shares]
             history.class_shares_applied = fraction
             history.border_shift = fraction * border_shift
 
         # the kept weights were scored when they were chosen; others are scored now
         before = self.best.dice if self.best.state is not None else self.held_out_dice()
         if before is None:  # nothing to check against
-            shift_output_bias(model, shift)
-            record(1.0)
+            shift_output_bias(model, estimate.shift)
+            record(1.0, estimate.border_shift)
             return
-        applied = 0.0
-        for fraction in SHARES_STEPS:
-            shift_output_bias(model, (fraction - applied) * shift)
-            applied = fraction
-            after = self.held_out_dice()
-            if after is not None and after >= before - SHARES_TOLERANCE:
-                record(fraction)
-                return
-        shift_output_bias(model, -applied * shift)
+        for shift, border_shift in candidates:
+            applied = 0.0
+            for fraction in SHARES_STEPS:
+                shift_output_bias(model, (fraction - applied) * shift)
+                applied = fraction
+                after = self.held_out_dice()
+                if after is not None and after >= before - SHARES_TOLERANCE:
+                    record(fraction, border_shift)
+                    return
+            shift_output_bias(model, -applied * shift)
         history.warnings.append(
             "the class shares estimated from the image made the held-out paint score worse, "
             "so they were not applied."
