@@ -234,9 +234,10 @@ def class_share_shift(
         )
 
     def with_border(border_shift: float) -> np.ndarray:
-        if conv.out_channels == 1:
-            return shift + border_shift
-        return shift + np.array([-border_shift / 2, border_shift / 2])
+        on_logits = (
+            [border_shift] if conv.out_channels == 1 else [-border_shift / 2, border_shift / 2]
+        )
+        return np.asarray(shift + np.array(on_logits))
 
     border_shift = aligned(0.0, rng)
     grown = aligned(share_shift, same_draws) if share_shift else border_shift
