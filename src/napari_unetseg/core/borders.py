@@ -83,6 +83,22 @@ def brightness_aligned_shift(
     back over it, but the brighter class never grows past the network's own border. 0.0 when
     the classes do not differ, or no allowed shift splits the pixels better.
     """
+    (shift,) = brightness_aligned_shifts(
+        foreground_logits, intensities, painted, rng, smoothed, share_shifts=(share_shift,)
+    )
+    return shift
+
+
+def brightness_aligned_shifts(
+    foreground_logits: np.ndarray,
+    intensities: np.ndarray,
+    painted: np.ndarray,
+    rng: np.random.Generator,
+    smoothed: np.ndarray | None = None,
+    share_shifts: tuple[float, ...] = (0.0,),
+) -> list[float]:
+    """:func:`brightness_aligned_shift` for each of ``share_shifts``, from one pass over the
+    pixels (the same random sample, sorted once)."""
     smoothed = intensities if smoothed is None else smoothed
     if len(foreground_logits) > MAX_PIXELS:
         keep = rng.choice(len(foreground_logits), MAX_PIXELS, replace=False)
@@ -94,16 +110,13 @@ def brightness_aligned_shift(
         )
     channel = separating_channel(smoothed, painted, rng)
     if channel is None:
-        return 0.0
+        return [0.0] * len(share_shifts)
     order = np.argsort(-foreground_logits, kind="stable")
     logits = foreground_logits[order]
     values = intensities[order, channel].astype(np.float64)
     is_fg = (painted[order] == 1).astype(np.int64)
     is_bg = (painted[order] == 0).astype(np.int64)
-    if values[is_fg == 1].mean() > values[is_bg == 1].mean():  # a shift > 0 grows the bright class
-        low, high = -MAX_SHIFT, min(MAX_SHIFT, max(0.0, -share_shift))
-    else:
-        low, high = -min(MAX_SHIFT, max(0.0, share_shift)), MAX_SHIFT
+    bright_foreground = values[is_fg == 1].mean() > values[is_bg == 1].mean()
     total_fg, total_bg = max(int(is_fg.sum()), 1), max(int(is_bg.sum()), 1)
     sums, fg_kept, bg_lost = np.cumsum(values), np.cumsum(is_fg), np.cumsum(is_bg)
 
@@ -114,10 +127,8 @@ def brightness_aligned_shift(
     unshifted = split(0.0)
     base_fg = fg_kept[unshifted - 1] / total_fg if unshifted else 0.0
     base_bg = 1 - (bg_lost[unshifted - 1] / total_bg if unshifted else 0.0)
-    best_shift, best_variance = 0.0, -1.0
+    scored: list[tuple[float, float]] = []  # (shift, between-class variance), paint kept
     for shift in np.arange(-MAX_SHIFT, MAX_SHIFT + SHIFT_STEP / 2, SHIFT_STEP):
-        if not low - 1e-9 <= shift <= high + 1e-9:
-            continue
         k = split(float(shift))
         if k == 0 or k == n:
             continue
@@ -127,7 +138,17 @@ def brightness_aligned_shift(
             continue
         w = k / n
         mean_fg, mean_bg = sums[k - 1] / k, (sums[-1] - sums[k - 1]) / (n - k)
-        variance = w * (1 - w) * (mean_fg - mean_bg) ** 2
-        if variance > best_variance + 1e-12:
-            best_shift, best_variance = float(shift), variance
-    return best_shift
+        scored.append((float(shift), w * (1 - w) * (mean_fg - mean_bg) ** 2))
+
+    def best_within(share_shift: float) -> float:
+        if bright_foreground:  # a shift > 0 grows the bright class
+            low, high = -MAX_SHIFT, min(MAX_SHIFT, max(0.0, -share_shift))
+        else:
+            low, high = -min(MAX_SHIFT, max(0.0, share_shift)), MAX_SHIFT
+        best_shift, best_variance = 0.0, -1.0
+        for shift, variance in scored:
+            if low - 1e-9 <= shift <= high + 1e-9 and variance > best_variance + 1e-12:
+                best_shift, best_variance = shift, variance
+        return best_shift
+
+    return [best_within(share_shift) for share_shift in share_shifts]

@@ -12,7 +12,6 @@ model is run or exported uses it.
 
 from __future__ import annotations
 
-import copy
 from typing import NamedTuple
 
 import numpy as np
@@ -20,7 +19,7 @@ import torch
 from scipy import ndimage as ndi
 from torch import nn
 
-from .borders import brightness_aligned_shift
+from .borders import brightness_aligned_shifts
 from .sampling import TrainingPlane
 
 #: At most this many pixels per plane are predicted to estimate the proportions.
@@ -221,17 +220,6 @@ def class_share_shift(
     share_shift = float(shift[0] if conv.out_channels == 1 else shift[1] - shift[0])
     foreground_logits = np.log(p[:, 1]) - np.log(p[:, 0]) + share_shift
     pixels = painted_pixels(planes, windows)  # read only for a two-class model
-    same_draws = copy.deepcopy(rng)  # both borders judged on the same random sample
-
-    def aligned(grow_back_over: float, generator: np.random.Generator) -> float:
-        return brightness_aligned_shift(
-            foreground_logits,
-            pixels.intensities,
-            pixels.painted,
-            generator,
-            pixels.smoothed,
-            share_shift=grow_back_over,
-        )
 
     def with_border(border_shift: float) -> np.ndarray:
         on_logits = (
@@ -239,8 +227,15 @@ def class_share_shift(
         )
         return np.asarray(shift + np.array(on_logits))
 
-    border_shift = aligned(0.0, rng)
-    grown = aligned(share_shift, same_draws) if share_shift else border_shift
+    # the strict border, and the one that may grow the bright class back over the share shift
+    border_shift, grown = brightness_aligned_shifts(
+        foreground_logits,
+        pixels.intensities,
+        pixels.painted,
+        rng,
+        pixels.smoothed,
+        share_shifts=(0.0, share_shift),
+    )
     grow_back = None if grown == border_shift else (with_border(grown), grown)
     return OutputShift(shares, with_border(border_shift), border_shift, grow_back)
 
