@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import platform
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -452,13 +452,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="real", help="results file name (without .json)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
+    from .suite import machine_info  # here: suite imports this module through contention
+
+    machine = machine_info()  # with the load average before the run
     options = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.train_option)}
     if args.epochs:
         options |= {"max_seconds": None, "max_epochs": args.epochs}
     elif args.quick:  # a few steps, not seconds: a busy machine still runs some
         options |= {"max_seconds": None, "max_epochs": 1, "steps_per_epoch": 4}
     if args.stacks:
-        return run_stacks(args, options)
+        return run_stacks(args, options, machine)
     cases = [c for c in CASES if not args.cases or c.name in args.cases]
     if args.quick:
         cases = [CASES[0], CASES[5], CASES[-1]]  # classes, objects, a person's scribbles
@@ -484,10 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(rows))
     result = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-        },
+        "machine": machine | {"load_average_at_end": os.getloadavg()},
         "settings": {
             "seconds": seconds,
             "object_seconds": object_seconds,
@@ -504,11 +504,11 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))
     if args.quick:  # the stacks too, on a tiny crop
         args.name = "real-stacks"
-        run_stacks(args, {"max_epochs": 1, "steps_per_epoch": 2})
+        run_stacks(args, {"max_epochs": 1, "steps_per_epoch": 2}, machine)
     return 0
 
 
-def run_stacks(args: argparse.Namespace, options: dict[str, Any]) -> int:
+def run_stacks(args: argparse.Namespace, options: dict[str, Any], machine: dict[str, Any]) -> int:
     """The 3-D cases of :mod:`benchmarks.stacks`, written to ``<name>.json``."""
     from .stacks import STACK_CASES, run_stack_case, stack_summary, stack_table
 
@@ -527,11 +527,7 @@ def run_stacks(args: argparse.Namespace, options: dict[str, Any]) -> int:
     print()
     print(stack_table(rows))
     result = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "note": "timings taken on a shared machine under load (2 cores, other jobs running)",
-        },
+        "machine": machine | {"load_average_at_end": os.getloadavg()},
         "settings": {"epochs": epochs, "train_options": options},
         "rows": rows,
         "summary": stack_summary(rows),

@@ -111,8 +111,13 @@ def test_quick_real_image_benchmark_runs_every_contender(tmp_path, capsys):
         assert len(list((tmp_path / "figs").glob("*.png"))) == 3
     assert "classes: mean Dice ours - forest" in result["summary"]
     assert classes["paint"] == "lines"
+    # the machine's load before and after, so a reader can tell a quiet run from a shared one
+    assert len(result["machine"]["load_average_at_start"]) == 3
+    assert len(result["machine"]["load_average_at_end"]) == 3
     # the stacks too: 2-D and 3-D U-Nets, forest and Otsu on the unpainted planes of a crop
-    (stack,) = json.loads((tmp_path / "real-stacks-quick.json").read_text())["rows"]
+    stacks = json.loads((tmp_path / "real-stacks-quick.json").read_text())
+    assert "note" not in stacks["machine"] and len(stacks["machine"]["load_average_at_end"]) == 3
+    (stack,) = stacks["rows"]
     assert set(stack["dice"]) == {"2-D", "3-D", "forest", "otsu", "gaussian+otsu"}
     assert all(0 <= v <= 1 for v in stack["dice"].values())
     assert stack["info"]["3-D"]["steps"] == stack["info"]["2-D"]["steps"] >= 1
