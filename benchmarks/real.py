@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -452,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="real", help="results file name (without .json)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
-    from .suite import machine_info  # here: suite imports this module through contention
+    from .suite import load_average, machine_info  # here: suite imports this module
 
     machine = machine_info()  # with the load average before the run
     options = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.train_option)}
@@ -487,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(rows))
     result = {
-        "machine": machine | {"load_average_at_end": os.getloadavg()},
+        "machine": machine | {"load_average_at_end": load_average()},
         "settings": {
             "seconds": seconds,
             "object_seconds": object_seconds,
@@ -511,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_stacks(args: argparse.Namespace, options: dict[str, Any], machine: dict[str, Any]) -> int:
     """The 3-D cases of :mod:`benchmarks.stacks`, written to ``<name>.json``."""
     from .stacks import STACK_CASES, run_stack_case, stack_summary, stack_table
+    from .suite import load_average
 
     epochs = int(options.pop("max_epochs", None) or args.epochs or 8)
     options.pop("max_seconds", None)
@@ -527,7 +527,7 @@ def run_stacks(args: argparse.Namespace, options: dict[str, Any], machine: dict[
     print()
     print(stack_table(rows))
     result = {
-        "machine": machine | {"load_average_at_end": os.getloadavg()},
+        "machine": machine | {"load_average_at_end": load_average()},
         "settings": {"epochs": epochs, "train_options": options},
         "rows": rows,
         "summary": stack_summary(rows),

@@ -117,6 +117,14 @@ def torch_threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def load_average() -> tuple[float, float, float] | None:
+    """The 1, 5 and 15 minute load averages; None where the system has none (Windows)."""
+    try:
+        return os.getloadavg()
+    except (OSError, AttributeError):
+        return None
+
+
 def machine_info() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -126,10 +134,7 @@ def machine_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = None
+    load = load_average()
     info: dict[str, Any] = {
         "cpu": cpu,
         "logical_cpus": os.cpu_count(),
@@ -520,7 +525,7 @@ def _run(settings: Settings, log: Callable[[str], None]) -> Results:
     log(f"memory while segmenting {settings.memory_size}² (subprocess) ...")
     results.memory = memory_benchmark(seg, settings.memory_size, log)
 
-    results.machine["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    results.machine["load_average_at_end"] = load_average()
     results.targets = check_targets(results, settings)
     return results
 
