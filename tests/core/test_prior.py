@@ -135,3 +135,53 @@ def test_the_adjustment_is_told_in_words():
     assert "partly matched" in note and "class 1 13 %" in note and "brightness step" in note
     assert TrainingHistory().adjustment_note(("background", "nuclei")) == ""
     assert TrainingHistory(class_shares=[0.9, 0.1]).adjustment_note(()) == ""  # not applied
+
+
+class _OutputOnly(torch.nn.Module):
+    def __init__(self, out_channels):
+        super().__init__()
+        self.outc = torch.nn.Module()
+        self.outc.conv = torch.nn.Conv2d(4, out_channels, 1)
+
+
+def test_the_folded_shift_is_rebuilt_from_the_training_summary():
+    summary = {"class_shares": [0.8, 0.2], "class_shares_applied": 1.0, "border_shift": 0.5}
+    two = prior.folded_shift(_OutputOnly(2), summary, border_moved=-0.25, objects=False)
+    np.testing.assert_allclose(two, np.log([1.6, 0.4]) + np.array([-0.125, 0.125]))
+    one = prior.folded_shift(_OutputOnly(1), summary, border_moved=-0.25, objects=False)
+    np.testing.assert_allclose(one, [np.log(0.25) + 0.25])
+    three = {"class_shares": [0.7, 0.2, 0.1], "class_shares_applied": 0.5}
+    objects = prior.folded_shift(_OutputOnly(3), three, border_moved=1.0, objects=True)
+    np.testing.assert_allclose(objects, 0.5 * np.log([2.1, 0.6, 0.3]) + np.array([-1.0, 0.0, 0.0]))
+    four = {"class_shares": [0.4, 0.3, 0.2, 0.1], "class_shares_applied": 1.0}
+    classes = prior.folded_shift(_OutputOnly(4), four, border_moved=0.0, objects=False)
+    np.testing.assert_allclose(classes, np.log([1.6, 1.2, 0.8, 0.4]))
+    assert prior.folded_shift(_OutputOnly(2), {}, 0.0, False) is None
+    assert prior.folded_shift(_OutputOnly(2), {"class_shares": "x"}, 0.0, False) is None
+    unapplied = {"class_shares": [0.8, 0.2], "class_shares_applied": None}
+    assert prior.folded_shift(_OutputOnly(2), unapplied, 0.0, False) is None
+
+
+def test_a_fine_tune_takes_out_the_last_class_shares_and_a_moved_border_first(nuclei_small):
+    """Folded in again on top of the last run's, the class shares drifted further with every
+    training on the same paint (docs/benchmarks.md, nineteenth session)."""
+    seg = Segmenter.create(base_width=8, depth=3, device="cpu", seed=0)
+    seg.train(nuclei_small.image, nuclei_small.painted, CONFIG, progress=False)
+    assert seg.config.training["class_shares_applied"]  # these nuclei are rare: shares apply
+    seg.move_border(0.5)
+    trained = prior.output_bias(seg.model).detach().clone()
+    folded = prior.folded_shift(seg.model, seg.config.training, 0.5, objects=False)
+    assert folded is not None and folded[1] - folded[0] - 0.5 < -0.1  # fewer nuclei than even
+
+    events = seg.train_iter(nuclei_small.image, nuclei_small.painted, CONFIG)
+    next(events)  # started: the shift is out
+    expected = trained - torch.as_tensor(folded, dtype=trained.dtype)
+    assert torch.allclose(prior.output_bias(seg.model).detach(), expected, atol=1e-6)
+    events.close()  # stopped before a step: the model is as it was
+    assert torch.equal(prior.output_bias(seg.model).detach(), trained)
+    assert seg.config.border_moved == 0.5
+
+    history = seg.train(nuclei_small.image, nuclei_small.painted, CONFIG, progress=False)
+    assert seg.config.border_moved == 0.0 and history.class_shares_applied
+    again = prior.folded_shift(seg.model, seg.config.training, 0.0, objects=False)
+    assert again is not None  # the new run's own shares, which the next fine-tune takes out

@@ -12,7 +12,8 @@ model is run or exported uses it.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -246,3 +247,40 @@ def shift_output_bias(model: nn.Module, shift: np.ndarray) -> None:
         return
     with torch.no_grad():
         conv.bias += torch.as_tensor(shift, dtype=conv.bias.dtype, device=conv.bias.device)
+
+
+def foreground_shift(amount: float, out_channels: int, objects: bool) -> np.ndarray:
+    """The output-bias shift that adds ``amount`` to the foreground's log-odds (for an object
+    model, interior and boundary together against background)."""
+    if out_channels == 1:  # one sigmoid output: the foreground's log-odds
+        return np.array([amount])
+    if objects:
+        return np.array([-amount] + [0.0] * (out_channels - 1))
+    return np.array([-amount / 2, amount / 2])
+
+
+def folded_shift(
+    model: nn.Module, training: Mapping[str, Any], border_moved: float, objects: bool
+) -> np.ndarray | None:
+    """The output-bias shift folded into a trained model since its weights were last trained:
+    the class shares and border step of its last training (``training``, the summary the
+    model's config keeps) and the border moved by hand. None when there is none to undo."""
+    conv = output_layer(model)
+    if conv is None:
+        return None
+    n = conv.out_channels
+    try:
+        fraction = float(training.get("class_shares_applied") or 0.0)
+        shares = np.asarray(training.get("class_shares") or (), dtype=np.float64)
+        border = float(training.get("border_shift") or 0.0)
+    except (TypeError, ValueError):  # a summary written by hand
+        return None
+    moved = border + border_moved  # 0 for models of more than two classes
+    shift = foreground_shift(moved, n, objects) if moved else np.zeros(n)
+    if fraction and shares.ndim == 1 and shares.size == max(n, 2) and np.all(shares > 0):
+        # as class_share_shift made it: log(found / even) per class, or the log-odds for one output
+        logs = np.log(shares) - np.log(1.0 / shares.size)
+        shift = shift + fraction * (logs[1:] - logs[:1] if n == 1 else logs)
+    if not np.all(np.isfinite(shift)) or not np.any(shift):
+        return None
+    return shift

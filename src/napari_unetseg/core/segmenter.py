@@ -32,6 +32,7 @@ from .model import UNet, count_parameters
 from .planes import prepare_planes
 from .precision import proven_dtype
 from .predict import Prediction, PredictProgress, predict_iter, run_to_end
+from .prior import folded_shift
 from .resources import check_memory, parameter_bytes, training_bytes
 from .sampling import TrainingPlane
 from .starting_weights import (
@@ -326,8 +327,8 @@ class Segmenter:
         For an object model the foreground is interior and boundary together, so objects
         grow or shrink (and their seeds with them). It goes into the output layer's bias, so
         saving, exporting and batch segmentation all use it; ``config.border_moved`` holds
-        the total, and moving it back undoes it. Training again starts from the moved model
-        and sets the total back to 0.
+        the total, and moving it back undoes it. Training again takes the move out, with the
+        last training's class shares and border step, trains, and sets the total back to 0.
 
         Raises
         ------
@@ -336,7 +337,7 @@ class Segmenter:
             finite number, or a total beyond ±MAX_BORDER_MOVE.
         """
         from .config import MAX_BORDER_MOVE
-        from .prior import output_layer, shift_output_bias
+        from .prior import foreground_shift, output_layer, shift_output_bias
 
         if not self.can_move_border:
             what = (
@@ -362,12 +363,9 @@ class Segmenter:
         conv = output_layer(self.model)
         assert conv is not None
         with self._lock:
-            if conv.out_channels == 1:  # one sigmoid output: the foreground's log-odds
-                shift_output_bias(self.model, np.array([shift]))
-            elif self.is_objects:  # background against interior and boundary together
-                shift_output_bias(self.model, np.array([-shift, 0.0, 0.0]))
-            else:
-                shift_output_bias(self.model, np.array([-shift / 2, shift / 2]))
+            shift_output_bias(
+                self.model, foreground_shift(shift, conv.out_channels, self.is_objects)
+            )
             self.config = self.config.replace(border_moved=round(total, 6))
             self.changed_since_saved = True
 
@@ -441,6 +439,13 @@ class Segmenter:
             self.to(device)
 
         previous = self.config.training
+        # what was folded into the output bias after the weights were trained comes out, so
+        # that a fine-tune learns, and estimates the class shares, from even shares again
+        start_shift = (
+            folded_shift(self.model, previous, self.config.border_moved, self.is_objects)
+            if self.is_trained and not isinstance(self.model, torch.jit.ScriptModule)
+            else None
+        )
 
         def record(history: TrainingHistory) -> None:
             if history.steps == 0:
@@ -469,6 +474,7 @@ class Segmenter:
                 stop=stop,
                 on_finish=record,
                 start_is_candidate=self.is_trained and not until_stopped,
+                start_shift=start_shift,
                 refresh=refresh,
                 until_stopped=until_stopped,
                 notes=notes,

@@ -425,11 +425,15 @@ def train_iter(
     refresh: Callable[[], list[TrainingPlane] | None] | None = None,
     until_stopped: bool = False,
     notes: list[str] | None = None,
+    start_shift: np.ndarray | None = None,
 ) -> Generator[TrainingEvent, None, TrainingHistory]:
     """Train ``model`` in place; yields events, returns the history, keeps the best weights.
 
     ``start_is_candidate``: the starting weights were trained before (a fine-tune), so they
     compete with the new ones and a bad fine-tune cannot replace a better model.
+    ``start_shift``: the output-bias shift folded into them after their training (class
+    shares, border step, the border moved by hand). It is taken out first, so that the
+    fine-tune's own class shares are not folded in on top of it, and put back if no step runs.
 
     ``refresh`` is called after every epoch: new planes (the paint changed) replace the old
     ones, with a fresh validation split, and a :class:`PaintUpdated` event follows; None
@@ -444,6 +448,8 @@ def train_iter(
     history = run.history
     stopped_early = False
     try:
+        if start_shift is not None:
+            shift_output_bias(model, -start_shift)
         if start_is_candidate and run.regions:
             run.offer_start()
         yield run.started(notes)
@@ -472,6 +478,8 @@ def train_iter(
         raise
     finally:
         run.wrap_up(stopped_early)
+        if start_shift is not None and history.steps == 0:  # nothing learnt: as it was
+            shift_output_bias(model, start_shift)
         if on_finish is not None:
             on_finish(history)
     yield TrainingDone(history)
