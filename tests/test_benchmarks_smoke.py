@@ -307,6 +307,21 @@ def test_quick_spread_benchmark_trains_each_seed_and_scores_it_twice(tmp_path, c
         main(["--pairs", "3:0"])  # the object case trains object models: not a pair here
 
 
+def test_quick_finetune_benchmark_trains_again_both_ways(tmp_path, capsys):
+    from benchmarks.finetune import main
+
+    argv = ["--quick", "--rounds", "1", "--cases", "maize cell walls", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "finetune-quick.json").read_text())["results"]
+    assert [r["way"] for r in results] == ["now", "kept"]
+    for r in results:
+        assert [t["training"] for t in r["trainings"]] == [0, 1]
+        assert all(0 <= t["dice"] <= 1 and t["steps"] == 3 for t in r["trainings"])
+    assert "| maize cell walls | kept |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--cases", "tissue nuclei 0, objects"])  # object models: not a case here
+
+
 def test_quick_stack_memory_benchmark_stops_after_its_tiles(tmp_path, capsys):
     from benchmarks.stack_memory import main
 
