@@ -29,8 +29,10 @@ from napari_unetseg.core import Segmenter, TrainConfig
 from napari_unetseg.core.metrics import dice
 from napari_unetseg.core.prior import output_bias
 
+from .machine import load_average
 from .painting import paint_region, paint_strokes
 from .real import CASES, load_case
+from .suite import machine_info
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CASES = ("tissue nuclei 0", "maize cell walls")
@@ -127,8 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [name for name in args.cases if name not in known]
     if unknown:
         parser.error(f"not a 2-D class case: {unknown}; choose from {sorted(known)}")
-    from .suite import load_average, machine_info
-
     machine = machine_info()
     results = [
         run_case(name, way, args.rounds, args.quick) for name in args.cases for way in args.ways

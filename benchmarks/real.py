@@ -34,6 +34,7 @@ from skimage.segmentation import find_boundaries
 from napari_unetseg.core import Segmenter, TrainConfig
 from napari_unetseg.core.metrics import dice, object_f1
 
+from .machine import load_average
 from .painting import paint_discs, paint_objects, paint_region, paint_strokes
 
 HERE = Path(__file__).resolve().parent
@@ -451,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="real", help="results file name (without .json)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
-    from .suite import load_average, machine_info  # here: suite imports this module
+    from .suite import machine_info  # here: suite imports this module
 
     machine = machine_info()  # with the load average before the run
     options = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.train_option)}
@@ -510,7 +511,6 @@ def main(argv: list[str] | None = None) -> int:
 def run_stacks(args: argparse.Namespace, options: dict[str, Any], machine: dict[str, Any]) -> int:
     """The 3-D cases of :mod:`benchmarks.stacks`, written to ``<name>.json``."""
     from .stacks import STACK_CASES, run_stack_case, stack_summary, stack_table
-    from .suite import load_average
 
     epochs = int(options.pop("max_epochs", None) or args.epochs or 8)
     options.pop("max_seconds", None)

@@ -39,6 +39,7 @@ from napari_unetseg.core.sampling import PatchSampler, augment
 from napari_unetseg.core.synthetic import nuclei_scene
 
 from .contention import contention_benchmark
+from .machine import load_average
 
 #: MONAI's sliding-window settings named in the issue.
 MONAI_ROI = 256
@@ -115,14 +116,6 @@ def torch_threads(count: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def load_average() -> tuple[float, float, float] | None:
-    """The 1, 5 and 15 minute load averages; None where the system has none (Windows)."""
-    try:
-        return os.getloadavg()
-    except (OSError, AttributeError):
-        return None
 
 
 def machine_info() -> dict[str, Any]:

@@ -322,6 +322,21 @@ def test_quick_finetune_benchmark_trains_again_both_ways(tmp_path, capsys):
         main(["--cases", "tissue nuclei 0, objects"])  # object models: not a case here
 
 
+def test_docking_benchmark_docks_trains_and_appends_its_json(tmp_path):
+    """In a fresh interpreter, as it is meant to run (its first docking is the one it times)."""
+    pytest.importorskip("napari")
+    out = tmp_path / "docking.json"
+    out.write_text(json.dumps([{"label": "an earlier run"}]))
+    command = [sys.executable, "-m", "benchmarks.docking", "--out", str(out), "--label", "smoke"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    earlier, run = json.loads(out.read_text())
+    assert earlier == {"label": "an earlier run"} and run["label"] == "smoke"
+    assert 0 < run["first_step_s"] < 120  # a training step was plotted before the wait ran out
+    assert run["dock_call_ms"] >= 0 and run["cpu_count"] >= 1
+    assert run["load_average_1min"] is None or run["load_average_1min"] >= 0
+
+
 def test_quick_stack_memory_benchmark_stops_after_its_tiles(tmp_path, capsys):
     from benchmarks.stack_memory import main
 
