@@ -17,7 +17,6 @@ which is never painted.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from napari_unetseg.core.predict import run_to_end
 
 from .painting import _paint_class, paint_region, paint_strokes
 from .real import CASES, load_case
+from .records import write_results
 from .suite import torch_threads
 
 HERE = Path(__file__).resolve().parent
@@ -307,9 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "summary": result,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = f"{args.name}-quick" if args.quick else args.name
-    (args.out / f"{name}.json").write_text(json.dumps(output, indent=1))
+    write_results(args.out, args.name, args.quick, output)
     return 0
 
 

@@ -19,7 +19,6 @@ shows them.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import numpy as np
 from napari_unetseg.core import Segmenter, TrainConfig
 
 from .real import error_colours, save_without_axes
+from .records import write_results
 from .stacks import STACK_CASES, StackCase, dice_on, forest_3d, painted_stack
 
 HERE = Path(__file__).resolve().parent
@@ -174,11 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}, painting {seed}: best {row['best_shift']:+.1f}", flush=True)
     text = table(rows)
     print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = f"{args.name}-quick" if args.quick else args.name
-    (args.out / f"{name}.json").write_text(
-        json.dumps({"shifts": list(SHIFTS), "rows": rows}, indent=1) + "\n", encoding="utf-8"
-    )
+    write_results(args.out, args.name, args.quick, {"shifts": list(SHIFTS), "rows": rows})
     return 0
 
 

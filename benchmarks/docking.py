@@ -22,7 +22,7 @@ import os
 import time
 from pathlib import Path
 
-from .machine import load_average
+from .records import load_average
 
 HERE = Path(__file__).resolve().parent
 

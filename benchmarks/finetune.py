@@ -15,7 +15,6 @@ in on top).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,9 +28,9 @@ from napari_unetseg.core import Segmenter, TrainConfig
 from napari_unetseg.core.metrics import dice
 from napari_unetseg.core.prior import output_bias
 
-from .machine import load_average
 from .painting import paint_region, paint_strokes
 from .real import CASES, load_case
+from .records import load_average, write_results
 from .suite import machine_info
 
 HERE = Path(__file__).resolve().parent
@@ -139,9 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "results": results,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = f"{args.name}-quick" if args.quick else args.name
-    (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    write_results(args.out, args.name, args.quick, result)
     return 0
 
 

@@ -12,8 +12,6 @@ GPU with the CPU beside it. ``--device cpu`` runs the same measurements on the C
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import statistics
 import sys
@@ -32,6 +30,7 @@ from napari_unetseg.core.inference_network import inference_network
 from napari_unetseg.core.predict import tiles_per_forward
 from napari_unetseg.core.tiling import plan_tiles
 
+from .records import write_results
 from .stacks import STACK_CASES, dice_on, painted_stack
 from .suite import machine_info, scene_image
 
@@ -372,12 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.rounds = args.rounds
     results = run(settings)
     print(table(results))
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = f"{args.name}-quick" if args.quick else args.name
-    path = args.out / f"{name}.json"
-    temporary = path.with_suffix(f".json.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(results, indent=1))
-    temporary.replace(path)
+    path = write_results(args.out, args.name, args.quick, results)
     print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -34,8 +34,8 @@ from skimage.segmentation import find_boundaries
 from napari_unetseg.core import Segmenter, TrainConfig
 from napari_unetseg.core.metrics import dice, object_f1
 
-from .machine import load_average
 from .painting import paint_discs, paint_objects, paint_region, paint_strokes
+from .records import load_average, write_results
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
@@ -499,9 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary(rows),
     }
     print(json.dumps(result["summary"], indent=1))
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = f"{args.name}-quick" if args.quick else args.name
-    (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    write_results(args.out, args.name, args.quick, result)
     if args.quick:  # the stacks too, on a tiny crop
         args.name = "real-stacks"
         run_stacks(args, {"max_epochs": 1, "steps_per_epoch": 2}, machine)
@@ -533,9 +531,7 @@ def run_stacks(args: argparse.Namespace, options: dict[str, Any], machine: dict[
         "summary": stack_summary(rows),
     }
     print(json.dumps(result["summary"], indent=1))
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = f"{args.name}-quick" if args.quick else args.name
-    (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    write_results(args.out, args.name, args.quick, result)
     return 0
 
 

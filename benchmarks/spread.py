@@ -13,7 +13,6 @@ from the next by more than most settings change it; this says by how much.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -24,6 +23,7 @@ import numpy as np
 
 from napari_unetseg.core import Segmenter, TrainConfig
 
+from .records import write_results
 from .stacks import STACK_CASES, dice_on, forest_3d, painted_stack
 
 HERE = Path(__file__).resolve().parent
@@ -124,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"a pair is CASE:PAINT with CASE one of {class_cases}, not {pair!r}")
     pairs = [run_pair(pair, args.train_seeds, args.quick) for pair in args.pairs]
     print(table(pairs))
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = f"{args.name}-quick" if args.quick else args.name
-    (args.out / f"{name}.json").write_text(json.dumps({"pairs": pairs}, indent=1))
+    write_results(args.out, args.name, args.quick, {"pairs": pairs})
     return 0
 
 

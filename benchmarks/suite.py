@@ -39,7 +39,7 @@ from napari_unetseg.core.sampling import PatchSampler, augment
 from napari_unetseg.core.synthetic import nuclei_scene
 
 from .contention import contention_benchmark
-from .machine import load_average
+from .records import load_average
 
 #: MONAI's sliding-window settings named in the issue.
 MONAI_ROI = 256
