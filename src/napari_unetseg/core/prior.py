@@ -209,12 +209,8 @@ def class_share_shift(
     finally:
         model.train(was_training)
     n = probabilities.shape[1]
-    trained = np.full(n, 1.0 / n)
-    shares = class_shares_em(probabilities, trained)
-    if conv.out_channels == 1:  # one sigmoid output: the foreground's log-odds
-        shift = np.array([np.log(shares[1] / shares[0]) - np.log(trained[1] / trained[0])])
-    else:
-        shift = np.log(shares) - np.log(trained)
+    shares = class_shares_em(probabilities, np.full(n, 1.0 / n))
+    shift = shift_for_shares(shares, conv.out_channels)
     if not (align_borders and n == 2):
         return OutputShift(shares, shift, 0.0)
     p = np.clip(probabilities.astype(np.float64), 1e-7, 1.0)
@@ -223,10 +219,7 @@ def class_share_shift(
     pixels = painted_pixels(planes, windows)  # read only for a two-class model
 
     def with_border(border_shift: float) -> np.ndarray:
-        on_logits = (
-            [border_shift] if conv.out_channels == 1 else [-border_shift / 2, border_shift / 2]
-        )
-        return np.asarray(shift + np.array(on_logits))
+        return np.asarray(shift + foreground_shift(border_shift, conv.out_channels, False))
 
     # the strict border, and the one that may grow the bright class back over the share shift
     border_shift, grown = brightness_aligned_shifts(
@@ -247,6 +240,13 @@ def shift_output_bias(model: nn.Module, shift: np.ndarray) -> None:
         return
     with torch.no_grad():
         conv.bias += torch.as_tensor(shift, dtype=conv.bias.dtype, device=conv.bias.device)
+
+
+def shift_for_shares(shares: np.ndarray, out_channels: int) -> np.ndarray:
+    """The output-bias shift from the even class shares a network is trained at to ``shares``:
+    log(share / even) per class, or the foreground's log-odds for one sigmoid output."""
+    logs = np.log(shares) - np.log(1.0 / shares.size)
+    return np.asarray(logs[1:] - logs[:1] if out_channels == 1 else logs)
 
 
 def foreground_shift(amount: float, out_channels: int, objects: bool) -> np.ndarray:
@@ -278,9 +278,7 @@ def folded_shift(
     moved = border + border_moved  # 0 for models of more than two classes
     shift = foreground_shift(moved, n, objects) if moved else np.zeros(n)
     if fraction and shares.ndim == 1 and shares.size == max(n, 2) and np.all(shares > 0):
-        # as class_share_shift made it: log(found / even) per class, or the log-odds for one output
-        logs = np.log(shares) - np.log(1.0 / shares.size)
-        shift = shift + fraction * (logs[1:] - logs[:1] if n == 1 else logs)
+        shift = shift + fraction * shift_for_shares(shares, n)
     if not np.all(np.isfinite(shift)) or not np.any(shift):
         return None
     return shift
