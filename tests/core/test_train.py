@@ -209,3 +209,47 @@ def test_the_end_of_a_run_is_budgeted_from_measured_forward_passes():
     without_shares = FinishEstimate(region_pixels=1000, share_pixels=0, step_pixels=30_000)
     without_shares.validated(0.01)
     assert without_shares.seconds() == pytest.approx(0.01)  # the last validation alone
+
+
+def poison_gradients(segmenter, poisoned_calls):
+    """Make the first parameter's gradient NaN on the backward passes ``poisoned_calls``
+    (numbered from 1) picks; the list of calls so far is returned."""
+    calls = []
+    first = next(segmenter.model.parameters())
+
+    def hook(grad):
+        calls.append(len(calls) + 1)
+        return torch.full_like(grad, float("nan")) if poisoned_calls(calls[-1]) else grad
+
+    first.register_hook(hook)
+    return calls
+
+
+def parameters_of(segmenter):
+    return [p.detach().clone() for p in segmenter.model.parameters()]
+
+
+def test_a_bfloat16_step_with_nan_gradients_is_run_again_in_float32(nuclei_small, monkeypatch):
+    # torch 2.13's bfloat16 3-D convolutions on CPU return NaN gradients for some shapes
+    monkeypatch.setattr("napari_unetseg.core.train.cpu_has_native_bfloat16", lambda: True)
+    seg = Segmenter.create(**TINY, seed=1)
+    calls = poison_gradients(seg, lambda call: call == 1)  # the first step's bfloat16 pass
+    config = quick(max_epochs=1, correct_class_shares=False)
+    history = seg.train(nuclei_small.image, nuclei_small.painted, config, progress=False)
+    assert history.steps == 3 and len(calls) == 4  # one step twice
+    assert history.float32_retries == 1 and history.skipped_steps == 0
+    assert all(torch.isfinite(p).all() for p in seg.model.parameters())
+    assert not any("not finite" in w for w in history.warnings)
+
+
+def test_steps_whose_gradients_stay_nan_are_skipped_and_said(nuclei_small):
+    seg = Segmenter.create(**TINY, seed=1)
+    before = parameters_of(seg)
+    poison_gradients(seg, lambda call: True)
+    config = quick(max_epochs=1, mixed_precision=False, correct_class_shares=False)
+    history = seg.train(nuclei_small.image, nuclei_small.painted, config, progress=False)
+    assert history.steps == 3 and history.skipped_steps == 3 and history.float32_retries == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, parameters_of(seg), strict=True))
+    assert any(
+        "3 of 3 training steps gave gradients that were not finite" in w for w in history.warnings
+    )

@@ -259,13 +259,26 @@ class _Run:
         xb = xb.to(device, non_blocking=pin)
         yb = yb.to(device, non_blocking=pin)
         mb = mb.to(device, non_blocking=pin)
+        loss = self.backward(xb, yb, mb, self.use_amp)
+        if self.use_amp and device.type == "cpu" and not _finite_gradients(self.model):
+            # torch's bfloat16 3-D convolutions on CPU can return NaN weight gradients for
+            # some shapes (a depth of 2 at 64 channels, torch 2.13): this batch again, in float32
+            loss = self.backward(xb, yb, mb, False)
+            self.history.float32_retries += 1
+        if not self.scaler.is_enabled() and not _finite_gradients(self.model):
+            self.history.skipped_steps += 1  # the weights stay finite; CUDA's scaler does this
+            return loss
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss
+
+    def backward(self, xb: torch.Tensor, yb: torch.Tensor, mb: torch.Tensor, amp: bool) -> float:
+        """The loss on one batch, its gradients in the parameters' ``.grad``."""
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=amp):
             logits = self.model(xb)
         loss = masked_loss(self.loss_name, logits.float(), yb, mb)
         self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
         return float(loss.detach())
 
     # ------------------------------------------------------------------ validation
@@ -494,10 +507,21 @@ def _patch_size(planes: list[TrainingPlane], config: TrainConfig, model_config: 
     return max(patch, multiple)
 
 
+def _finite_gradients(model: nn.Module) -> bool:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+
+
 def _finish(history: TrainingHistory, best: BestWeights, model: nn.Module) -> None:
     """Keep the chosen weights, and say when the run is not to be trusted."""
     best.restore()
     model.eval()
+    if history.skipped_steps:
+        history.warnings.append(
+            f"{history.skipped_steps} of {history.steps} training steps gave gradients that were "
+            "not finite numbers and were skipped. If that is many, the training is diverging: "
+            "train again with a lower learning rate."
+        )
     if history.steps == 0:
         history.warnings.append("no training step ran: the model is unchanged.")
     elif not history.trustworthy:

@@ -97,6 +97,10 @@ class TrainingHistory:
     all_right_from: int | None = None
     #: Times new paint was picked up during the run (live painting).
     paint_updates: int = 0
+    #: Steps run again in float32 because bfloat16 gave gradients that were not finite.
+    float32_retries: int = 0
+    #: Steps whose gradients were not finite even so: no weight changed.
+    skipped_steps: int = 0
 
     @property
     def trustworthy(self) -> bool:
