@@ -202,6 +202,32 @@ def test_a_3d_model_trains_at_the_volume_learning_rate():
     assert len(rates) == 6 and max(rates) == pytest.approx(0.002, rel=0.05)
 
 
+@pytest.mark.parametrize(
+    ("dims", "config", "expected"),
+    [
+        (3, None, 180.0),  # a budget not given is the default for the model's dims
+        (3, {"threads": 1}, 180.0),
+        (2, None, 60.0),
+        (3, {"max_seconds": 7}, 7.0),  # a budget given is kept
+        (3, TrainConfig(), 60.0),  # a TrainConfig carries its own budget
+    ],
+)
+def test_a_training_without_a_budget_gets_the_default_for_the_model_s_dims(dims, config, expected):
+    from napari_unetseg.core.training_events import TrainingStarted
+
+    image, ids = spheres((5, 48, 48), centres=[(2, 14, 14), (2, 32, 30)], radius=(1.5, 7, 7))
+    painted = paint(ids, [2])
+    extra = {"spatial_dims": 3, "voxel_size": (3.0, 0.4, 0.4)} if dims == 3 else {}
+    seg = Segmenter.create(1, 2, **extra, **TINY)
+    if dims == 2:
+        image, painted = image[2], painted[2]
+    events = seg.train_iter(image, painted, config)
+    started = next(e for e in events if isinstance(e, TrainingStarted))
+    events.close()
+    assert started.max_seconds == expected
+    assert not seg.is_trained  # stopped before its first step
+
+
 def test_the_3d_inference_copy_is_channels_last_and_gives_the_model_s_answer():
     from napari_unetseg.core.inference_network import inference_network
 

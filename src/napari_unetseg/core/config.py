@@ -532,8 +532,9 @@ class ModelConfig:
 #: -0.043, -0.033 Dice; the other two images level), and a fast computer would otherwise fit
 #: the strokes for thousands of steps.
 DEFAULT_MAX_EPOCHS = 12
-#: The time budget the widget and the command line give a new training, by the model's
-#: spatial dims: a 3-D step takes several times a 2-D one. ``TrainConfig()`` has the 2-D one.
+#: The time budget the widget, the command line and a ``train()`` given no budget use, by the
+#: model's spatial dims: a 3-D step takes several times a 2-D one. ``TrainConfig()`` has the
+#: 2-D one.
 DEFAULT_SECONDS = {2: 60.0, 3: 180.0}
 
 

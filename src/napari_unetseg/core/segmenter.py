@@ -6,7 +6,7 @@ import dataclasses
 import math
 import os
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .config import (
+    DEFAULT_SECONDS,
     ModelConfig,
     NormalizationConfig,
     PredictConfig,
@@ -371,8 +372,13 @@ class Segmenter:
 
     # ----------------------------------------------------------------- training
 
-    def _resolve_train_config(self, config: TrainConfig | None) -> TrainConfig:
-        config = TrainConfig() if config is None else settings(TrainConfig, config, "config")
+    def _resolve_train_config(self, config: TrainConfig | Mapping[str, Any] | None) -> TrainConfig:
+        """``config`` as a TrainConfig; a budget not given (no config, or a dict without
+        ``max_seconds``) is the default for this model's dims, as in the widget and the CLI."""
+        if config is None or (isinstance(config, Mapping) and "max_seconds" not in config):
+            seconds = DEFAULT_SECONDS[self.config.spatial_dims]
+            config = {**(config or {}), "max_seconds": seconds}
+        config = settings(TrainConfig, config, "config")
         if self.is_objects and not config.is_objects:
             config = config.replace(mode="objects" if config.mode == "sparse" else "objects-dense")
         elif config.is_objects and not self.is_objects:
