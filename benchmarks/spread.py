@@ -54,6 +54,7 @@ def one_run(
         "ours": round(dice_on(labels == 1, stack.foreground, scored), 4),
         "no_border_step": round(dice_on(plain == 1, stack.foreground, scored), 4),
         "border_shift": shift,
+        "float32_retries": history.float32_retries,
         "seconds": round(seconds, 1),
     }
 
