@@ -294,7 +294,9 @@ def test_tiled_prediction_matches_an_untiled_forward():
     seg = Segmenter.create(1, 2, spatial_dims=3, **TINY)
     with torch.no_grad():  # an untrained net's outputs barely vary: amplify them
         seg.model.outc.conv.weight *= 50
-    config = PredictConfig(volume_tile_size=(12, 32, 48), overlap=12, precision="float32")
+    config = PredictConfig(
+        volume_tile_size=(12, 32, 48), overlap=12, precision="float32", volume_flips_up_to=0
+    )
     tz, ty, tx = plan_volume(image.shape, config, seg.config.multiples)
     assert len(tz.starts) > 1 and len(ty.starts) > 1 and len(tx.starts) > 1
     tiled = seg.predict_proba(image, config=config)
@@ -302,6 +304,30 @@ def test_tiled_prediction_matches_an_untiled_forward():
     assert whole[1].std() > 0.02  # the comparison means something
     difference = np.abs(tiled - whole)
     assert difference.mean() < 0.005 and difference.max() < 0.2
+
+
+def test_a_small_volume_is_averaged_over_its_flips_so_flipping_it_flips_the_answer():
+    image, _ = spheres((8, 32, 32), seed=3)
+    seg = Segmenter.create(1, 2, spatial_dims=3, **TINY)
+    with torch.no_grad():  # an untrained net's outputs barely vary: amplify them
+        seg.model.outc.conv.weight *= 50
+    config = PredictConfig(precision="float32")
+    assert image.size <= config.volume_flips_up_to
+    mirrored = np.ascontiguousarray(image[::-1, :, ::-1])
+
+    def back(probs):
+        return probs[:, ::-1, :, ::-1]
+
+    averaged = seg.predict_proba(image, config=config)
+    np.testing.assert_allclose(
+        back(seg.predict_proba(mirrored, config=config)), averaged, atol=1e-5
+    )
+    once = config.replace(volume_flips_up_to=image.size - 1)  # one voxel too many: one pass
+    plain = seg.predict_proba(image, config=once)
+    assert np.abs(back(seg.predict_proba(mirrored, config=once)) - plain).max() > 1e-3
+    np.testing.assert_allclose(plain, _untiled(seg, image), atol=1e-5)
+    with pytest.raises(ConfigError, match="volume_flips_up_to"):
+        PredictConfig(volume_flips_up_to=-1)
 
 
 def test_owned_ranges_cover_the_axis_once():

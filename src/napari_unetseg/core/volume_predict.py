@@ -8,6 +8,8 @@ as in 2-D; in Z each tile keeps only the planes nearer its own centre than its n
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Generator
 from typing import Any
 
@@ -31,6 +33,22 @@ from .predict import (
 )
 from .tiling import AxisTiling, plan_axis
 from .volumes import VolumeView, depth_axis, normalize_volume, volume_indices
+
+#: The 8 ways to flip a (batch, channel, z, y, x) tile: as it is, along each axis, each pair, all.
+FLIPS = [dims for n in range(4) for dims in itertools.combinations((2, 3, 4), n)]
+
+
+def flip_averaged_probabilities(network: nn.Module, x: torch.Tensor, flips: bool) -> torch.Tensor:
+    """The network's probabilities for ``x``; with ``flips``, averaged over :data:`FLIPS`,
+    each flipped back (test-time augmentation)."""
+    if not flips:
+        return logits_to_probabilities(network(x))
+    total = torch.zeros(())
+    for dims in FLIPS:
+        probs = logits_to_probabilities(network(x.flip(dims) if dims else x))
+        total = total + (probs.flip(dims) if dims else probs)
+    return total / len(FLIPS)
+
 
 # --------------------------------------------------------------------------- objects
 
@@ -147,6 +165,7 @@ def predict_volume_iter(
     objects = model_config.task == "objects"
     shape = (layout.stack_shape[-1], *layout.plane_shape)
     tz, ty, tx = plan_volume(shape, config, model_config.multiples)
+    flips = math.prod(shape) <= config.volume_flips_up_to
     z_owned = owned_ranges(tz)
     wanted: dict[tuple[int, ...], set[int]] = {}
     for index in (
@@ -214,6 +233,7 @@ def predict_volume_iter(
                 dtype=dtype,
                 n_outputs=n_outputs,
                 shape=shape,
+                flips=flips,
             ):
                 done += 1
                 yield PredictProgress(done, total, number, len(jobs))
@@ -236,8 +256,10 @@ def _predict_slab(
     dtype: torch.dtype,
     n_outputs: int,
     shape: tuple[int, ...],
+    flips: bool,
 ) -> Generator[None, None, None]:
     """Predict the planes that z tile ``k`` owns, blending tiles in Y and X; one yield a tile.
+    ``flips``: each tile's probabilities are averaged over its 8 flips.
 
     Rows go to ``sink`` as soon as no later tile overlaps them, so one band of tile rows
     is held at a time.
@@ -257,7 +279,7 @@ def _predict_slab(
             tile = _read_tile(view, tilings, (k, i, j), normalizer, where)
             x = torch.from_numpy(tile)[None].to(device)
             with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=use_autocast):
-                probs = logits_to_probabilities(network(x))[0].cpu()
+                probs = flip_averaged_probabilities(network, x, flips)[0].cpu()
             probs = probs[:, local]
             y0, x0 = ty.starts[i] - top, tx.starts[j]
             missing = y0 + ty.tile - band.shape[2]
