@@ -126,10 +126,15 @@ def train_job(
                 )
             if due:
                 plane = preview_plane() if callable(preview_plane) else preview_plane
+                # a glance between epochs: one pass, not a 3-D volume's 8 flips
                 yield Preview(
                     labels=run_to_end(
                         segmenter.predict_iter(
-                            image, axes=axes, probabilities=False, planes=[plane]
+                            image,
+                            axes=axes,
+                            probabilities=False,
+                            planes=[plane],
+                            volume_flips_up_to=0,
                         )
                     ).labels[plane],
                     index=plane,
