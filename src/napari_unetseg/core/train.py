@@ -260,14 +260,18 @@ class _Run:
         yb = yb.to(device, non_blocking=pin)
         mb = mb.to(device, non_blocking=pin)
         loss = self.backward(xb, yb, mb, self.use_amp)
-        if self.use_amp and device.type == "cpu" and not _finite_gradients(self.model):
-            # torch's bfloat16 3-D convolutions on CPU can return NaN weight gradients for
-            # some shapes (a depth of 2 at 64 channels, torch 2.13): this batch again, in float32
-            loss = self.backward(xb, yb, mb, False)
-            self.history.float32_retries += 1
-        if not self.scaler.is_enabled() and not _finite_gradients(self.model):
-            self.history.skipped_steps += 1  # the weights stay finite; CUDA's scaler does this
-            return loss
+        if not self.scaler.is_enabled():  # CUDA's float16 scaler skips such steps itself
+            finite = _finite_gradients(self.model)
+            if not finite and self.use_amp:
+                # torch's bfloat16 3-D convolutions on CPU can return NaN weight gradients for
+                # some shapes (a depth of 2 at 64 channels, torch 2.13): this batch again, in
+                # float32
+                loss = self.backward(xb, yb, mb, False)
+                self.history.float32_retries += 1
+                finite = _finite_gradients(self.model)
+            if not finite:
+                self.history.skipped_steps += 1  # the weights stay finite
+                return loss
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return loss
