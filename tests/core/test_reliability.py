@@ -218,12 +218,41 @@ def test_values_beyond_float32_without_normalisation_are_refused() -> None:
 # --------------------------------------------------------------------------- item 10
 
 
+def _write_with_one_bad_weight(path: Path, bad: float) -> None:
+    """A weights file as a diverged training elsewhere would leave it (saves refuse to)."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        with safe_open(str(path), "pt") as opened:
+            metadata = opened.metadata()
+            state = {k: opened.get_tensor(k) for k in opened.keys()}  # noqa: SIM118
+        state["up1.conv.double_conv.0.weight"][0, 0, 0, 0] = bad
+        save_file(state, str(path), metadata=metadata)
+    else:
+        state = torch.load(path, weights_only=True)
+        state["up1.conv.double_conv.0.weight"][0, 0, 0, 0] = bad
+        torch.save(state, path)
+
+
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_nan_weights_are_refused_at_load(tmp_path: Path, suffix: str, bad: float) -> None:
-    seg = _small()
-    with torch.no_grad():
-        seg.model.up1.conv.double_conv[0].weight[0, 0, 0, 0] = bad
-    path = seg.save(tmp_path / f"diverged{suffix}")
+    path = _small().save(tmp_path / f"diverged{suffix}")
+    _write_with_one_bad_weight(path, bad)
     with pytest.raises(WeightsFileError, match=r"diverged.*NaN or infinite.*up1\.conv"):
         Segmenter.load(path)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt", ".ts"])
+def test_nan_weights_are_not_saved_and_the_old_file_stays(tmp_path: Path, suffix: str) -> None:
+    seg = _small()
+    path = tmp_path / f"model{suffix}"
+    path.write_bytes(b"the user's earlier file")
+    with torch.no_grad():
+        seg.model.up1.conv.double_conv[0].weight[0, 0, 0, 0] = float("nan")
+    write = seg.export if suffix == ".ts" else seg.save
+    with pytest.raises(WeightsFileError, match=r"not written.*NaN or infinite.*up1\.conv"):
+        write(path)
+    assert path.read_bytes() == b"the user's earlier file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]

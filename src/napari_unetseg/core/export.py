@@ -28,7 +28,7 @@ from .atomic_files import atomic_write
 from .config import ModelConfig
 from .errors import ConfigError, UnetSegError, WeightsFileError
 from .trust import EXTRA_CONFIG
-from .weights import config_json
+from .weights import config_json, refuse_non_finite_save
 
 FORMATS = ("bioimageio", "onnx", "torchscript")
 SUFFIXES = {
@@ -163,6 +163,7 @@ def export_model(
     chosen = export_format(path, format)
     if path.is_dir():
         raise WeightsFileError(f"cannot export to {path}: it is a folder; give a file name.")
+    refuse_non_finite_save(model, path)
     if config.spatial_dims == 3:
         raise ConfigError(
             f"{chosen} export of a 3-D model is not supported yet: other tools would read it as "

@@ -171,6 +171,7 @@ def save_weights(path: str | os.PathLike[str], model: nn.Module, config: ModelCo
     permissions of the file they replace, or those the umask gives a new file.
     """
     path = check_save_target(path, probe=False)
+    refuse_non_finite_save(model, path)
     suffix = path.suffix.lower()
     side = sidecar_path(path)
     writes: list[tuple[Path, Callable[[Path], None]]] = []
@@ -434,16 +435,36 @@ def build_model(state: Mapping[str, torch.Tensor], config: ModelConfig, path: Pa
     return model
 
 
-def check_finite_weights(model: nn.Module, path: Path) -> None:
-    """Refuse weights holding NaN or infinity: every prediction from them would be garbage."""
+def first_non_finite(model: nn.Module) -> str | None:
+    """The name of the first parameter or buffer holding NaN or infinity, or None."""
     tensors = itertools.chain(model.named_parameters(), model.named_buffers())
     for name, tensor in tensors:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise WeightsFileError(
-                f"{path.name}: its weights hold NaN or infinite values (first in '{name}'), "
-                "so every prediction would be meaningless; the training that wrote it probably "
-                "diverged. Use an earlier weights file, or train again with a lower learning rate."
-            )
+            return name
+    return None
+
+
+def check_finite_weights(model: nn.Module, path: Path) -> None:
+    """Refuse weights holding NaN or infinity: every prediction from them would be garbage."""
+    name = first_non_finite(model)
+    if name is not None:
+        raise WeightsFileError(
+            f"{path.name}: its weights hold NaN or infinite values (first in '{name}'), "
+            "so every prediction would be meaningless; the training that wrote it probably "
+            "diverged. Use an earlier weights file, or train again with a lower learning rate."
+        )
+
+
+def refuse_non_finite_save(model: nn.Module, path: Path) -> None:
+    """Write no file that could never be loaded: weights holding NaN or infinity."""
+    name = first_non_finite(model)
+    if name is not None:
+        raise WeightsFileError(
+            f"{path.name} was not written: the weights hold NaN or infinite values (first in "
+            f"'{name}'), so no prediction from them would mean anything; the training that "
+            "made them diverged. Train again (a lower learning rate helps), or load an earlier "
+            "weights file."
+        )
 
 
 def _read_sidecar(path: Path) -> ModelConfig | None:
