@@ -48,6 +48,37 @@ def test_the_shares_move_the_output_bias_only(rng):
     assert np.allclose(moved, shift, atol=1e-6)
 
 
+def volume_plane(shape):
+    return TrainingPlane(
+        np.zeros((1, *shape), np.float32),
+        np.zeros(shape, np.int64),
+        np.zeros(shape, bool),
+        np.zeros(shape, bool),
+    )
+
+
+def test_a_deep_stack_is_covered_whole_by_its_share_windows():
+    plane = volume_plane((60, 40, 150))  # 2 Z windows of 32 planes, 2 X windows of 128 px
+    first = prior.crop_windows([plane], np.random.default_rng(0))[0]
+    again = prior.crop_windows([plane], np.random.default_rng(1))[0]
+    assert first == again  # not drawn at random
+    seen = np.zeros(plane.classes.shape, int)
+    for window in first:
+        seen[window] += 1
+        assert seen[window].shape == (32, 40, 128)
+    assert seen.min() >= 1 and len(first) > 1
+    assert prior.estimate_pixels([plane]) == len(first) * 32 * 40 * 128
+
+
+def test_a_stack_too_large_to_cover_gets_random_crops():
+    plane = volume_plane((64, 300, 300))  # 2 x 3 x 3 windows would cover it
+    windows = prior.crop_windows([plane], np.random.default_rng(0))[0]
+    assert len(windows) == prior.CROPS
+    assert windows != prior.crop_windows([plane], np.random.default_rng(1))[0]
+    assert all(plane.classes[w].shape == prior.MAX_VOLUME_CROP for w in windows)
+    assert prior.estimate_pixels([plane]) == prior.CROPS * int(np.prod(prior.MAX_VOLUME_CROP))
+
+
 CONFIG = TrainConfig(
     max_seconds=None, max_epochs=5, steps_per_epoch=10, batch_size=4, patch_size=64
 )

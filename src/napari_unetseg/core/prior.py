@@ -12,6 +12,7 @@ model is run or exported uses it.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -53,6 +54,8 @@ def class_shares_em(
 
 #: Largest crop (voxels) of a volume predicted to estimate the proportions.
 MAX_VOLUME_CROP = (32, 128, 128)
+#: Crops predicted in a plane (or volume) larger than the largest crop.
+CROPS = 4
 
 
 def _crop_sides(plane: TrainingPlane) -> list[int]:
@@ -61,15 +64,35 @@ def _crop_sides(plane: TrainingPlane) -> list[int]:
     return [min(n, limit) for n, limit in zip(shape, limits, strict=True)]
 
 
+def _covering_windows(shape: tuple[int, ...], sides: list[int]) -> list[tuple[slice, ...]]:
+    """Windows of ``sides`` spread evenly along each axis so that together they cover
+    ``shape``, overlapping where the sides do not divide it."""
+    per_axis = []
+    for n, side in zip(shape, sides, strict=True):
+        count = -(-n // side)
+        starts = np.round(np.linspace(0, n - side, count)).astype(int) if count > 1 else [0]
+        per_axis.append([slice(int(a), int(a) + side) for a in starts])
+    return list(itertools.product(*per_axis))
+
+
 def _windows(plane: TrainingPlane, rng: np.random.Generator) -> list[tuple[slice, ...]]:
-    """The whole plane (or volume) when it is small, else four random crops of at most
-    MAX_CROP px (MAX_VOLUME_CROP voxels)."""
+    """The whole plane (or volume) when it is small; a volume covered by at most CROPS
+    crops, when it can be; else CROPS random crops of at most MAX_CROP px
+    (MAX_VOLUME_CROP voxels).
+
+    A stack's class shares change with depth, so random crops of a deep stack see its
+    planes unevenly, and the estimate then varies with the draw.
+    """
     shape = plane.image.shape[1:]
     sides = _crop_sides(plane)
     if list(shape) == sides:
         return [tuple(slice(0, n) for n in shape)]
+    if len(shape) == 3:
+        covering = _covering_windows(shape, sides)
+        if len(covering) <= CROPS:
+            return covering
     windows = []
-    for _ in range(4):
+    for _ in range(CROPS):
         starts = [int(rng.integers(0, n - side + 1)) for n, side in zip(shape, sides, strict=True)]
         windows.append(tuple(slice(a, a + side) for a, side in zip(starts, sides, strict=True)))
     return windows
@@ -79,9 +102,14 @@ def estimate_pixels(planes: list[TrainingPlane]) -> int:
     """How many pixels :func:`class_share_shift` predicts: to budget its time ahead."""
     total = 0
     for plane in planes:
-        sides = _crop_sides(plane)
-        whole = sides == list(plane.image.shape[1:])
-        total += int(np.prod(sides)) * (1 if whole else 4)
+        shape, sides = plane.image.shape[1:], _crop_sides(plane)
+        if sides == list(shape):
+            count = 1
+        elif len(shape) == 3:
+            count = min(CROPS, len(_covering_windows(shape, sides)))
+        else:
+            count = CROPS
+        total += int(np.prod(sides)) * count
     return total
 
 
