@@ -301,7 +301,10 @@ def test_quick_spread_benchmark_trains_each_seed_and_scores_it_twice(tmp_path, c
     assert [run["train_seed"] for run in pair["runs"]] == [0, 1]
     for run in pair["runs"]:
         assert 0 <= run["ours"] <= 1 and 0 <= run["no_border_step"] <= 1
-    assert pair["summary"]["min"] <= pair["summary"]["mean"] <= pair["summary"]["max"]
+    summary = pair["summary"]
+    assert summary["min"] <= summary["mean"] <= summary["max"]
+    (two,) = summary["two_models_averaged"]  # the one pair of the 2 runs
+    assert 0 <= two <= 1 and summary["two_models_mean"] == two
     assert "| stack, painting | forest |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["--pairs", "3:0"])  # the object case trains object models: not a pair here
