@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from napari_unetseg.core import Segmenter, TrainConfig
+from napari_unetseg.core.predict import run_to_end
 
 from .records import write_results
 from .stacks import STACK_CASES, dice_on, forest_3d, painted_stack
@@ -44,9 +45,9 @@ def one_run(
     config = TrainConfig(max_seconds=None, seed=seed, **steps)
     started = time.perf_counter()
     history = seg.train(stack.image, painted, config, progress=False)
-    labels = seg.segment(stack.image)
+    predicted = run_to_end(seg.predict_iter(stack.image))  # labels and probabilities, one pass
     seconds = time.perf_counter() - started
-    foreground = seg.predict_proba(stack.image)[1]
+    labels, foreground = predicted.labels, predicted.probabilities[1]
     shift = float(history.border_shift or 0.0)
     if shift:
         seg.move_border(-shift)  # the same weights, without the border step
