@@ -326,11 +326,16 @@ def test_train_a_3d_model_on_a_stack_and_segment_it(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("shape", "extra", "seconds"),
-    [((32, 32), [], 60.0), ((4, 32, 32), [], 180.0), ((4, 32, 32), ["--seconds", "7"], 7.0)],
+    ("shape", "extra", "seconds", "members"),
+    [
+        ((32, 32), [], 60.0, 1),
+        ((4, 32, 32), [], 180.0, 2),
+        ((4, 32, 32), ["--seconds", "7"], 7.0, 2),
+        ((4, 32, 32), ["--members", "1"], 180.0, 1),
+    ],
 )
-def test_train_gives_a_3d_model_the_widgets_longer_budget(
-    tmp_path, monkeypatch, shape, extra, seconds
+def test_train_gives_a_3d_model_the_widgets_longer_budget_and_two_networks(
+    tmp_path, monkeypatch, shape, extra, seconds, members
 ):
     from napari_unetseg.core import Segmenter
 
@@ -340,7 +345,7 @@ def test_train_gives_a_3d_model_the_widgets_longer_budget(
         pass
 
     def train(self, images, labels, config, **kwargs):
-        budgets.append(config.max_seconds)
+        budgets.append((config.max_seconds, self.config.members))
         raise Captured
 
     monkeypatch.setattr(Segmenter, "train", train)
@@ -350,4 +355,4 @@ def test_train_gives_a_3d_model_the_widgets_longer_budget(
     args += [str(tmp_path / "labels.npy"), "--output", str(tmp_path / "m.safetensors"), *extra]
     with pytest.raises(Captured):
         main(args)
-    assert budgets == [seconds]
+    assert budgets == [(seconds, members)]

@@ -137,6 +137,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             spatial_dims=args.dims or _default_dims(image, channels, args.axes),
             voxel_size=args.voxel_size,
             start=args.start,
+            members=args.members,
         )
     if args.seconds is None:  # the widget's default for the model's dims
         config = config.replace(max_seconds=DEFAULT_SECONDS[3 if segmenter.is_3d else 2])
@@ -403,6 +404,13 @@ def _add_train_command(sub: Any) -> None:
         help="new model's first weights: 'auto' (default) starts a two-class 2-D model from "
         "weights trained on synthetic scenes and any other from random ones; 'synthetic' "
         "insists on those weights; 'random'",
+    )
+    train.add_argument(
+        "--members",
+        type=int,
+        default=None,
+        help="new model: U-Nets trained one after the other and averaged; default 2 for a 3-D class "
+        "model, 1 otherwise",
     )
     train.add_argument("--device", default="auto")
     _add_trust_code(train)

@@ -14,6 +14,7 @@ from napari_unetseg.core.config import ModelConfig, PredictConfig, z_pooling_for
 from napari_unetseg.core.devices import cpu_has_native_bfloat16
 from napari_unetseg.core.errors import ConfigError, InputError
 from napari_unetseg.core.model import UNet
+from napari_unetseg.core.prior import output_layers
 from napari_unetseg.core.volume_predict import owned_ranges, plan_volume, volume_objects
 from napari_unetseg.core.volumes import prepare_volumes, split_volume_validation
 
@@ -72,7 +73,7 @@ def test_z_pooling_follows_the_voxel_size(voxel, depth, expected):
 
 def test_3d_unet_shapes_and_pool_kernels():
     config = ModelConfig.native(
-        2, 3, base_width=4, depth=3, spatial_dims=3, voxel_size=(2, 0.5, 0.5)
+        2, 3, base_width=4, depth=3, spatial_dims=3, voxel_size=(2, 0.5, 0.5), members=1
     )
     model = UNet(config)
     kernels = [model.get_submodule(f"down{k}.maxpool_conv.0").kernel_size for k in (1, 2, 3)]
@@ -142,7 +143,7 @@ def test_training_on_painted_planes_segments_the_unpainted_ones(planes):
     image, ids = spheres()
     painted = paint(ids, planes)
     before_image, before_paint = image.copy(), painted.copy()
-    seg = Segmenter.create(1, 2, spatial_dims=3, voxel_size=(1.0, 0.5, 0.5), **TINY)
+    seg = Segmenter.create(1, 2, spatial_dims=3, voxel_size=(1.0, 0.5, 0.5), members=1, **TINY)
     config = TrainConfig(
         max_seconds=None, max_epochs=6, steps_per_epoch=10, volume_patch_size=(8, 32, 32), threads=1
     )
@@ -237,7 +238,8 @@ def test_a_3d_model_whose_bottom_is_2_planes_deep_trains_to_finite_weights_in_bf
     # float32 retry, both of two such runs ended with NaN weights.
     centres = [(4, 16, 16), (8, 40, 20), (11, 18, 44), (6, 44, 46), (12, 30, 30)]
     image, ids = spheres((16, 64, 64), centres=centres)
-    seg = Segmenter.create(1, 2, spatial_dims=3, seed=0)  # width 16, depth 3: 64 at the bottom
+    # width 16, depth 3: 64 channels at the bottom; one network (two: test_members.py)
+    seg = Segmenter.create(1, 2, spatial_dims=3, seed=0, members=1)
     config = TrainConfig(max_seconds=None, max_epochs=4)
     history = seg.train(image, paint(ids, [4, 8, 12]), config, progress=False)
     assert history.steps == 100 and history.skipped_steps == 0
@@ -293,7 +295,8 @@ def test_tiled_prediction_matches_an_untiled_forward():
     image, _ = spheres((20, 70, 90), seed=3)
     seg = Segmenter.create(1, 2, spatial_dims=3, **TINY)
     with torch.no_grad():  # an untrained net's outputs barely vary: amplify them
-        seg.model.outc.conv.weight *= 50
+        for conv in output_layers(seg.model):  # each member's; their average varies less
+            conv.weight *= 150
     config = PredictConfig(
         volume_tile_size=(12, 32, 48), overlap=12, precision="float32", volume_flips_up_to=0
     )
@@ -310,7 +313,8 @@ def test_a_small_volume_is_averaged_over_its_flips_so_flipping_it_flips_the_answ
     image, _ = spheres((8, 32, 32), seed=3)
     seg = Segmenter.create(1, 2, spatial_dims=3, **TINY)
     with torch.no_grad():  # an untrained net's outputs barely vary: amplify them
-        seg.model.outc.conv.weight *= 50
+        for conv in output_layers(seg.model):  # each member's
+            conv.weight *= 50
     config = PredictConfig(precision="float32")
     assert image.size <= config.volume_flips_up_to
     mirrored = np.ascontiguousarray(image[::-1, :, ::-1])

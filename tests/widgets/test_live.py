@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from widget_helpers import QUICK, errors, wait_idle
 
 
@@ -53,6 +54,24 @@ def test_live_mode_learns_a_new_stroke_and_keeps_the_painting_selected(
     np.testing.assert_array_equal(painted.data, new_paint)  # only the user's strokes
     assert viewer.layers.selection.active is painted
     assert errors(notes) == []
+
+
+@pytest.mark.parametrize(("live", "members"), [(True, 1), (False, 2)])
+def test_live_training_of_a_new_3d_model_trains_one_network(live, members):
+    """Live training keeps one network so its preview keeps up; a budgeted run trains two."""
+    import threading
+
+    from napari_unetseg._widgets._jobs import ModelCreated, NewModel, train_job
+
+    image = np.random.default_rng(0).random((8, 32, 32), dtype=np.float32)
+    painted = np.zeros(image.shape, np.uint8)
+    painted[4, :8], painted[4, -8:] = 1, 2
+    new = NewModel(in_channels=1, base_width=4, depth=2, spatial_dims=3)
+    job = train_job(None, new, image, painted, {}, "ZYX", threading.Event(), until_stopped=live)
+    created = next(job)
+    assert isinstance(created, ModelCreated)
+    assert created.segmenter.config.members == members
+    job.close()
 
 
 def trained_tiny_model(tiny_segmenter, image, painted):

@@ -101,6 +101,8 @@ def train_job(
                 spatial_dims=new_model.spatial_dims,
                 voxel_size=new_model.voxel_size,
                 start=new_model.start,
+                # live training keeps one network, so that its preview keeps up with the paint
+                members=1 if until_stopped else None,
             )
         assert segmenter is not None
         events = segmenter.train_iter(  # checks the inputs

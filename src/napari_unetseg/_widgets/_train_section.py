@@ -552,6 +552,8 @@ class TrainSection(JobSection):
         )
         model = self._new_model or self.session.segmenter  # a new one is current later
         kind = "3-D U-Net" if model is not None and model.is_3d else "2-D U-Net"
+        if event.members > 1:
+            kind = f"{kind} ({event.members} networks, averaged)"
         self.status.setText(
             f"Training a {kind} on {event.device}: {event.train_pixels:,} painted pixels"
             f"{held}.{note}"

@@ -100,6 +100,7 @@ class ModelConfig:
         decoder_mid_channels: list[int],
         upsampling: str = "bilinear",
         conv_bias: bool = False,
+        members: int = 1,
     ) -> None:
         self.in_channels = in_channels
         self.n_classes = n_classes
@@ -108,6 +109,7 @@ class ModelConfig:
         self.decoder_mid_channels = tuple(decoder_mid_channels)
         self.upsampling = upsampling
         self.conv_bias = conv_bias
+        self.members = members
         self.spatial_dims = 2  # packages hold 2-D models only
         self.z_pooling = ()
 
@@ -134,7 +136,9 @@ class {ARCHITECTURE_CALLABLE}(UNet):
 
 
 def architecture_kwargs(config: ModelConfig) -> dict[str, Any]:
+    members = {"members": config.members} if config.members > 1 else {}
     return {
+        **members,
         "in_channels": config.in_channels,
         "n_classes": config.n_classes,
         "encoder_channels": list(config.encoder_channels),

@@ -37,6 +37,8 @@ MAX_SUMMARY_DEPTH = 6
 #: How far a border may be moved by hand, in foreground log-odds: a probability of 0.5
 #: becomes 0.9997 at 8, far beyond any useful correction.
 MAX_BORDER_MOVE = 8.0
+#: The most U-Nets one model may average (:attr:`ModelConfig.members`).
+MAX_MEMBERS = 4
 
 
 def _check(condition: bool, message: str) -> None:
@@ -287,6 +289,12 @@ def z_pooling_for(voxel_size: tuple[float, ...], depth: int) -> tuple[bool, ...]
 DEFAULT_DEPTH = {2: 4, 3: 3}
 
 
+def default_members(spatial_dims: int, task: str) -> int:
+    """U-Nets in a new model: two for a 3-D class model, whose two runs averaged beat one on
+    the real stacks (docs/benchmarks.md, twenty-second session); one otherwise."""
+    return 2 if spatial_dims == 3 and task == "semantic" else 1
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a U-Net and use it the way it was trained.
@@ -317,6 +325,9 @@ class ModelConfig:
     #: What the weights were before any training: "" for random, or the starting weights'
     #: name (:mod:`~napari_unetseg.core.starting_weights`).
     started_from: str = ""
+    #: U-Nets of this layout, each from its own first weights; the model returns the mean
+    #: of their logits (:class:`~napari_unetseg.core.model.UNet`, :mod:`.member_runs`).
+    members: int = 1
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ModelConfig:
@@ -347,6 +358,10 @@ class ModelConfig:
         _check_choice("upsampling", self.upsampling, ("bilinear", "transposed"))
         _check_choice("task", self.task, ("semantic", "objects"))
         _check_choice("spatial_dims", self.spatial_dims, (2, 3))
+        _check(
+            1 <= self.members <= MAX_MEMBERS,
+            f"members must be 1..{MAX_MEMBERS}, got {self.members!r}.",
+        )
         if self.spatial_dims == 3:
             _check(
                 len(self.z_pooling) == depth,
@@ -434,12 +449,14 @@ class ModelConfig:
         normalization: NormalizationConfig | None = None,
         spatial_dims: int = 2,
         voxel_size: tuple[float, ...] | list[float] | None = None,
+        members: int | None = None,
     ) -> ModelConfig:
         """Our compact U-Net: widths double per level, the bottleneck is halved for bilinear.
 
         ``spatial_dims=3`` builds a 3-D U-Net; ``voxel_size`` (z, y, x) decides at which
         levels it pools in Z (see :func:`z_pooling_for`). ``depth=None``: the default for
-        the spatial dims (:data:`DEFAULT_DEPTH`).
+        the spatial dims (:data:`DEFAULT_DEPTH`). ``members=None``: the default for the
+        spatial dims and task (:func:`default_members`).
         """
         base_width = check_argument("base_width", base_width, int)
         spatial_dims = check_argument("spatial_dims", spatial_dims, int)
@@ -469,6 +486,9 @@ class ModelConfig:
             len(voxel) in (0, 3) and all(v > 0 for v in voxel),
             f"voxel_size is (z, y, x) in any one unit, three positive numbers; got {voxel_size}.",
         )
+        members = check_argument("members", members, int | None)
+        if members is None:
+            members = default_members(spatial_dims, task)
         return cls(
             in_channels=in_channels,
             n_classes=n_classes,
@@ -485,6 +505,7 @@ class ModelConfig:
             spatial_dims=spatial_dims,
             voxel_size=voxel,
             z_pooling=z_pooling_for(voxel, depth) if spatial_dims == 3 else (),
+            members=members,
         )
 
     def replace(self, **changes: Any) -> ModelConfig:
@@ -495,6 +516,8 @@ class ModelConfig:
         for name in ("border_moved", "started_from"):
             if not data[name]:  # older versions then still read the file
                 del data[name]
+        if data["members"] == 1:
+            del data["members"]
         return data
 
     def to_json(self, indent: int | None = None) -> str:

@@ -2,7 +2,9 @@
 
 Keeping that layout means the classic project's state dicts load into this module unchanged,
 and our own compact models are the same code with narrower blocks. A 3-D U-Net is the same
-layout with 3-D convolutions; where Z is coarse its levels pool in Y and X only.
+layout with 3-D convolutions; where Z is coarse its levels pool in Y and X only. A model of
+several ``members`` holds that many U-Nets, each from its own first weights, and returns
+the mean of their logits (how they are trained: :mod:`.member_runs`).
 """
 
 from __future__ import annotations
@@ -122,12 +124,18 @@ class UNet(nn.Module):
     or (N, n_classes, D, H, W) for a 3-D model (``config.spatial_dims == 3``).
 
     Input sides should be multiples of ``config.multiples``; other sizes work but are padded
-    inside the decoder like the classic implementation does.
+    inside the decoder like the classic implementation does. With ``config.members`` > 1 it
+    holds that many U-Nets in ``members`` and returns the mean of their logits.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, *, member: bool = False) -> None:
         super().__init__()
         self.config = config
+        self.members: nn.ModuleList | None = None
+        count = 1 if member else int(getattr(config, "members", 1))
+        if count > 1:
+            self.members = nn.ModuleList(UNet(config, member=True) for _ in range(count))
+            return
         enc, dec, mid = (
             config.encoder_channels,
             config.decoder_channels,
@@ -156,6 +164,8 @@ class UNet(nn.Module):
                 f"UNet expects input of shape (N, {self.config.in_channels}, {sides}), "
                 f"got {tuple(x.shape)}."
             )
+        if self.members is not None:
+            return torch.stack([member(x) for member in self.members]).mean(dim=0)
         skips = [self.inc(x)]
         for level in range(1, self.config.depth + 1):
             skips.append(getattr(self, f"down{level}")(skips[-1]))
@@ -171,6 +181,12 @@ def pooling_factors(config: ModelConfig) -> list[tuple[int, ...]]:
     if config.spatial_dims != 3:
         return [(2, 2)] * config.depth
     return [(2 if pool_z else 1, 2, 2) for pool_z in config.z_pooling]
+
+
+def member_count(model: nn.Module) -> int:
+    """U-Nets in ``model`` whose logits it averages (1 for any plain network)."""
+    members = getattr(model, "members", None)
+    return len(members) if isinstance(members, nn.ModuleList) else 1
 
 
 def count_parameters(module: nn.Module) -> int:

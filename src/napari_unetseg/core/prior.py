@@ -174,13 +174,25 @@ def painted_pixels(planes: list[TrainingPlane], windows: Windows) -> PaintedPixe
     return PaintedPixels(np.concatenate(values), np.concatenate(smoothed), np.concatenate(paint))
 
 
+def output_layers(model: nn.Module) -> list[nn.Conv2d | nn.Conv3d]:
+    """The last 1x1 convolution of each member, whose bias holds the class proportions; empty
+    when one cannot be reached. The model averages its members' logits, so a shift of every
+    member's bias shifts its output by the same amount."""
+    members = getattr(model, "members", None)
+    networks = list(members) if isinstance(members, nn.ModuleList) else [model]
+    layers = []
+    for network in networks:
+        conv = getattr(getattr(network, "outc", None), "conv", None)
+        if not isinstance(conv, nn.Conv2d | nn.Conv3d) or conv.bias is None:
+            return []
+        layers.append(conv)
+    return layers
+
+
 def output_layer(model: nn.Module) -> nn.Conv2d | nn.Conv3d | None:
-    """The last 1x1 convolution, whose bias holds the class proportions."""
-    outc = getattr(model, "outc", None)
-    conv = getattr(outc, "conv", None)
-    if isinstance(conv, nn.Conv2d | nn.Conv3d) and conv.bias is not None:
-        return conv
-    return None
+    """The (first member's) last 1x1 convolution, whose bias holds the class proportions."""
+    layers = output_layers(model)
+    return layers[0] if layers else None
 
 
 def output_bias(model: nn.Module) -> torch.Tensor | None:
@@ -258,11 +270,10 @@ def class_share_shift(
 
 
 def shift_output_bias(model: nn.Module, shift: np.ndarray) -> None:
-    conv = output_layer(model)
-    if conv is None or conv.bias is None:
-        return
     with torch.no_grad():
-        conv.bias += torch.as_tensor(shift, dtype=conv.bias.dtype, device=conv.bias.device)
+        for conv in output_layers(model):
+            assert conv.bias is not None
+            conv.bias += torch.as_tensor(shift, dtype=conv.bias.dtype, device=conv.bias.device)
 
 
 def shift_for_shares(shares: np.ndarray, out_channels: int) -> np.ndarray:
@@ -292,6 +303,14 @@ def folded_shift(
     if conv is None:
         return None
     n = conv.out_channels
+    if training.get("output_shift") is not None:  # members trained in turn
+        by_hand = foreground_shift(border_moved, n, objects) if border_moved else np.zeros(n)
+        try:
+            shift = np.asarray(training["output_shift"], dtype=np.float64) + by_hand
+        except (TypeError, ValueError):
+            return None
+        usable = shift.shape == (n,) and np.all(np.isfinite(shift)) and np.any(shift)
+        return shift if usable else None
     try:
         fraction = float(training.get("class_shares_applied") or 0.0)
         shares = np.asarray(training.get("class_shares") or (), dtype=np.float64)

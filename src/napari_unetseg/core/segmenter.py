@@ -8,7 +8,7 @@ import os
 import threading
 from collections.abc import Generator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from .devices import describe_device, inference_dtype, select_device
 from .errors import ConfigError, InputError
 from .inference_network import cached_inference_network
 from .layout import ImageLayout, resolve_layout
-from .model import UNet, count_parameters
+from .model import UNet, count_parameters, member_count
 from .planes import prepare_planes
 from .precision import proven_dtype
 from .predict import Prediction, PredictProgress, predict_iter, run_to_end
@@ -109,6 +109,7 @@ class Segmenter:
         spatial_dims: int = 2,
         voxel_size: tuple[float, ...] | list[float] | None = None,
         start: Start = "auto",
+        members: int | None = None,
     ) -> Segmenter:
         """A fresh U-Net, not yet trained on your images.
 
@@ -138,6 +139,13 @@ class Segmenter:
             minute of training on a few strokes), any other model from random weights.
             ``"synthetic"`` asks for those weights and fails where they do not fit;
             ``"random"``: random weights from ``seed``.
+        members
+            How many U-Nets the model holds; it averages their outputs. ``None``: 2 for a
+            3-D class model (two runs averaged beat one on the real stacks), 1 otherwise.
+            A new model's first training trains them one after the other, each in a run of
+            its own seed, while the budget holds another run as long as the first; those
+            left untrained are dropped (the history says so). A fine-tune, and live
+            training, train them together. Prediction costs one pass per member.
         """
         config = ModelConfig.native(
             in_channels,
@@ -150,6 +158,7 @@ class Segmenter:
             normalization=normalization,
             spatial_dims=spatial_dims,
             voxel_size=voxel_size,
+            members=members,
         )
         seed = check_argument("seed", seed, int | None)
         start = check_argument("start", start, Start)
@@ -265,6 +274,8 @@ class Segmenter:
             lines.append(
                 f"depth {c.depth}, widths {list(c.encoder_channels)}, {c.upsampling} up-sampling"
             )
+        if c.members > 1:
+            lines.append(f"{c.members} U-Nets of this layout, their outputs averaged")
         if self.is_3d:
             pooled = sum(c.z_pooling)
             voxel = f"voxel size {tuple(c.voxel_size)}, " if c.voxel_size else ""
@@ -413,6 +424,10 @@ class Segmenter:
         ``until_stopped=True`` ignores the time and epoch budget and trains until ``stop``
         is set or the generator is closed, at a constant learning rate after a one-epoch
         warm-up; the final weights are kept (the widget's live mode).
+
+        A new model of several members (a 3-D class model, by default) trains them one after
+        the other while the budget holds another run, and keeps those trained
+        (:mod:`~napari_unetseg.core.member_runs`); its events come as one training.
         """
         config = self._resolve_train_config(config)
         normalization = config.normalization or self.config.normalization
@@ -454,6 +469,8 @@ class Segmenter:
         )
 
         def record(history: TrainingHistory) -> None:
+            if history.members_dropped:
+                self._keep_first_member()
             if history.steps == 0:
                 return  # nothing was learnt: the model stays as it was
             runs = int(previous.get("runs", 0)) + 1
@@ -470,13 +487,16 @@ class Segmenter:
             )
             self.changed_since_saved = True
 
-        return self._one_step_at_a_time(
-            _train_iter(
-                self.model,
-                self.config,
-                planes,
-                config,
-                self.device,
+        model_and_paint = (self.model, self.config, planes, config, self.device)
+        if member_count(self.model) > 1 and not self.is_trained and not until_stopped:
+            from .member_runs import train_members_in_turn
+
+            events = train_members_in_turn(
+                *model_and_paint, stop=stop, on_finish=record, refresh=refresh, notes=notes
+            )
+        else:
+            events = _train_iter(
+                *model_and_paint,
                 stop=stop,
                 on_finish=record,
                 start_is_candidate=self.is_trained and not until_stopped,
@@ -485,7 +505,18 @@ class Segmenter:
                 until_stopped=until_stopped,
                 notes=notes,
             )
-        )
+        return self._one_step_at_a_time(events)
+
+    def _keep_first_member(self) -> None:
+        """After training dropped the other members: the model is its first U-Net alone."""
+        members = getattr(self.model, "members", None)
+        if not isinstance(members, nn.ModuleList) or len(members) != 1:
+            return
+        config = self.config.replace(members=1)
+        first = cast(UNet, members[0])
+        first.config = config
+        self.model = first
+        self.config = config
 
     def _check_training_memory(
         self, planes: list[Any], config: TrainConfig, device: torch.device

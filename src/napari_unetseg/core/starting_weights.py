@@ -49,6 +49,8 @@ def why_starting_weights_do_not_fit(config: ModelConfig) -> str | None:
     shape = ("encoder_channels", "decoder_channels", "decoder_mid_channels", "upsampling")
     if any(getattr(config, name) != getattr(default, name) for name in shape) or config.conv_bias:
         return "they are for the default width and depth (base_width=16, depth=4, bilinear)"
+    if config.members != 1:
+        return "they are for a model of one U-Net (members=1)"
     if config.normalization.method != "percentile":
         return "they were trained on images normalised by percentiles"
     return None

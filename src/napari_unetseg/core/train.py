@@ -25,6 +25,7 @@ from .devices import cpu_has_native_bfloat16
 from .errors import UnetSegError
 from .kept_weights import BestWeights, recalibrate_batch_norm
 from .losses import masked_loss, resolve_loss_name
+from .model import member_count
 from .planes import prepare_planes
 from .prior import class_share_shift, estimate_pixels, shift_output_bias
 from .sampling import PatchSampler, TrainingPlane, augment
@@ -220,6 +221,7 @@ class _Run:
             max_epochs=self.config.max_epochs,
             validation_note=self.split.reason,
             paint_notes=tuple(notes),
+            members=member_count(self.model),
         )
 
     # ------------------------------------------------------------------ steps
@@ -280,10 +282,9 @@ class _Run:
         """The loss on one batch, its gradients in the parameters' ``.grad``."""
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=amp):
-            logits = self.model(xb)
-        loss = masked_loss(self.loss_name, logits.float(), yb, mb)
-        self.scaler.scale(loss).backward()
-        return float(loss.detach())
+            losses = member_losses(self.model, self.loss_name, xb, yb, mb)
+        self.scaler.scale(losses.sum()).backward()
+        return float(losses.detach().mean())
 
     # ------------------------------------------------------------------ validation
 
@@ -501,6 +502,17 @@ def train_iter(
             on_finish(history)
     yield TrainingDone(history)
     return history
+
+
+def member_losses(
+    model: nn.Module, loss_name: str, xb: torch.Tensor, yb: torch.Tensor, mb: torch.Tensor
+) -> torch.Tensor:
+    """The loss of each member's logits on the batch (one entry for a plain network): each
+    member fits the paint on its own, as if trained alone, and not their average."""
+    members = getattr(model, "members", None)
+    outputs = [model(xb)] if members is None else [member(xb) for member in members]
+    with torch.autocast(xb.device.type, enabled=False):  # the losses in float32
+        return torch.stack([masked_loss(loss_name, out.float(), yb, mb) for out in outputs])
 
 
 def _patch_size(planes: list[TrainingPlane], config: TrainConfig, model_config: ModelConfig) -> int:

@@ -34,6 +34,7 @@ class TrainingStarted:
     max_epochs: int | None
     validation_note: str | None = None
     paint_notes: tuple[str, ...] = ()  # what the painter should know; also in the warnings
+    members: int = 1  # U-Nets this training trains (see ModelConfig.members)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,11 @@ class TrainingHistory:
     float32_retries: int = 0
     #: Steps whose gradients were not finite even so: no weight changed.
     skipped_steps: int = 0
+    #: Members of a new model left out: no time for their runs, or training was stopped.
+    members_dropped: int = 0
+    #: The output-bias shift folded in after training, when it is not the one the class
+    #: shares and border give (members trained in turn get the mean of theirs).
+    output_shift: list[float] | None = None
 
     @property
     def trustworthy(self) -> bool:
@@ -151,6 +157,8 @@ class TrainingHistory:
             "class_shares": self.class_shares,
             "class_shares_applied": self.class_shares_applied,
             "border_shift": self.border_shift,
+            **({"members_dropped": self.members_dropped} if self.members_dropped else {}),
+            **({"output_shift": self.output_shift} if self.output_shift is not None else {}),
         }
 
 
