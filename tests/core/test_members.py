@@ -164,7 +164,7 @@ def test_a_budget_too_short_for_a_second_run_leaves_one_network(tmp_path):
     np.testing.assert_allclose(seg.predict_proba(image), loaded.predict_proba(image), atol=1e-6)
 
 
-def test_stopping_during_the_second_run_keeps_the_first_network():
+def test_stopping_during_the_second_run_keeps_the_first_network(tmp_path):
     image, ids = spheres()
     painted = paint(ids, [3, 8, 12])
     seg = Segmenter.create(1, 2, spatial_dims=3, **TINY)
@@ -174,8 +174,12 @@ def test_stopping_during_the_second_run_keeps_the_first_network():
     for event in events:
         if isinstance(event, StepDone) and event.step == 10:
             assert list(seg.model.members) == [first]  # the second is not averaged in yet
+            # saved meanwhile: what has been begun, a file that loads
+            early = Segmenter.load(seg.save(tmp_path / "early.safetensors"))
+            assert early.config.members == 1
         if isinstance(event, StepDone) and event.step == 70:
             assert len(seg.model.members) == 2
+            assert Segmenter.load(seg.save(tmp_path / "later.safetensors")).config.members == 2
             break
     events.close()
     assert seg.model is first and seg.config.members == 1

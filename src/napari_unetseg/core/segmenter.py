@@ -204,7 +204,7 @@ class Segmenter:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Save weights and settings; ``.safetensors`` is recommended. The write is atomic."""
         with self._lock:
-            saved = save_weights(path, self.model, self.config)
+            saved = save_weights(path, *self._as_saved())
         self.source = saved
         self.changed_since_saved = False
         return saved
@@ -233,7 +233,21 @@ class Segmenter:
         """
         from .export import export_model
 
-        return export_model(path, self.model, self.config, format, **bioimageio)
+        with self._lock:
+            model, config = self._as_saved()
+        return export_model(path, model, config, format, **bioimageio)
+
+    def _as_saved(self) -> tuple[nn.Module, ModelConfig]:
+        """The model and settings a file gets. While a new model's members train in turn
+        (:mod:`.member_runs`) the model holds only those begun so far: they are what is
+        saved, a single one as a plain U-Net."""
+        count = member_count(self.model)
+        if count == self.config.members:
+            return self.model, self.config
+        members = getattr(self.model, "members", None)
+        if count == 1 and isinstance(members, nn.ModuleList):
+            return members[0], self.config.replace(members=1)
+        return self.model, self.config.replace(members=count)
 
     def to(self, device: str | torch.device) -> Segmenter:
         self.device = select_device(device)
