@@ -107,7 +107,7 @@ def train_members_in_turn(
     (:func:`joined_history`). ``on_finish`` gets it whether the runs end, are stopped or fail.
     """
     members = list(cast(nn.ModuleList, model.members))
-    latest = [unsplit(planes)]
+    latest = [planes]  # unsplit: each run is given a copy of their masks
 
     def refresh_latest() -> list[TrainingPlane] | None:
         fresh = refresh() if refresh is not None else None

@@ -183,10 +183,15 @@ def pooling_factors(config: ModelConfig) -> list[tuple[int, ...]]:
     return [(2 if pool_z else 1, 2, 2) for pool_z in config.z_pooling]
 
 
+def member_networks(model: nn.Module) -> list[nn.Module]:
+    """The networks whose logits ``model`` averages: its members, or ``model`` itself."""
+    members = getattr(model, "members", None)
+    return list(members) if isinstance(members, nn.ModuleList) else [model]
+
+
 def member_count(model: nn.Module) -> int:
     """U-Nets in ``model`` whose logits it averages (1 for any plain network)."""
-    members = getattr(model, "members", None)
-    return len(members) if isinstance(members, nn.ModuleList) else 1
+    return len(member_networks(model))
 
 
 def count_parameters(module: nn.Module) -> int:

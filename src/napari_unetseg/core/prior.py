@@ -22,6 +22,7 @@ from scipy import ndimage as ndi
 from torch import nn
 
 from .borders import brightness_aligned_shifts
+from .model import member_networks
 from .sampling import TrainingPlane
 
 #: At most this many pixels per plane are predicted to estimate the proportions.
@@ -178,10 +179,8 @@ def output_layers(model: nn.Module) -> list[nn.Conv2d | nn.Conv3d]:
     """The last 1x1 convolution of each member, whose bias holds the class proportions; empty
     when one cannot be reached. The model averages its members' logits, so a shift of every
     member's bias shifts its output by the same amount."""
-    members = getattr(model, "members", None)
-    networks = list(members) if isinstance(members, nn.ModuleList) else [model]
     layers = []
-    for network in networks:
+    for network in member_networks(model):
         conv = getattr(getattr(network, "outc", None), "conv", None)
         if not isinstance(conv, nn.Conv2d | nn.Conv3d) or conv.bias is None:
             return []

@@ -29,7 +29,7 @@ from .devices import describe_device, inference_dtype, select_device
 from .errors import ConfigError, InputError
 from .inference_network import cached_inference_network
 from .layout import ImageLayout, resolve_layout
-from .model import UNet, count_parameters, member_count
+from .model import UNet, count_parameters, member_count, member_networks
 from .planes import prepare_planes
 from .precision import proven_dtype
 from .predict import Prediction, PredictProgress, predict_iter, run_to_end
@@ -241,13 +241,12 @@ class Segmenter:
         """The model and settings a file gets. While a new model's members train in turn
         (:mod:`.member_runs`) the model holds only those begun so far: they are what is
         saved, a single one as a plain U-Net."""
-        count = member_count(self.model)
-        if count == self.config.members:
+        networks = member_networks(self.model)
+        if len(networks) == self.config.members:
             return self.model, self.config
-        members = getattr(self.model, "members", None)
-        if count == 1 and isinstance(members, nn.ModuleList):
-            return members[0], self.config.replace(members=1)
-        return self.model, self.config.replace(members=count)
+        if len(networks) == 1:
+            return networks[0], self.config.replace(members=1)
+        return self.model, self.config.replace(members=len(networks))
 
     def to(self, device: str | torch.device) -> Segmenter:
         self.device = select_device(device)
@@ -522,15 +521,12 @@ class Segmenter:
         return self._one_step_at_a_time(events)
 
     def _keep_first_member(self) -> None:
-        """After training dropped the other members: the model is its first U-Net alone."""
-        members = getattr(self.model, "members", None)
-        if not isinstance(members, nn.ModuleList) or len(members) != 1:
-            return
-        config = self.config.replace(members=1)
-        first = cast(UNet, members[0])
-        first.config = config
-        self.model = first
-        self.config = config
+        """After training dropped the other members: the model is what a save writes, its
+        first U-Net alone."""
+        model, config = self._as_saved()
+        if model is not self.model:
+            cast(UNet, model).config = config
+            self.model, self.config = model, config
 
     def _check_training_memory(
         self, planes: list[Any], config: TrainConfig, device: torch.device

@@ -25,7 +25,7 @@ from .devices import cpu_has_native_bfloat16
 from .errors import UnetSegError
 from .kept_weights import BestWeights, recalibrate_batch_norm
 from .losses import masked_loss, resolve_loss_name
-from .model import member_count
+from .model import member_count, member_networks
 from .planes import prepare_planes
 from .prior import class_share_shift, estimate_pixels, shift_output_bias
 from .sampling import PatchSampler, TrainingPlane, augment
@@ -509,8 +509,7 @@ def member_losses(
 ) -> torch.Tensor:
     """The loss of each member's logits on the batch (one entry for a plain network): each
     member fits the paint on its own, as if trained alone, and not their average."""
-    members = getattr(model, "members", None)
-    outputs = [model(xb)] if members is None else [member(xb) for member in members]
+    outputs = [network(xb) for network in member_networks(model)]
     with torch.autocast(xb.device.type, enabled=False):  # the losses in float32
         return torch.stack([masked_loss(loss_name, out.float(), yb, mb) for out in outputs])
 
