@@ -291,7 +291,8 @@ DEFAULT_DEPTH = {2: 4, 3: 3}
 
 def default_members(spatial_dims: int, task: str) -> int:
     """U-Nets in a new model: two for a 3-D class model, whose two runs averaged beat one on
-    the real stacks (docs/benchmarks.md, twenty-second session); one otherwise."""
+    the real nuclei stacks and tied on the membranes (docs/benchmarks.md, twenty-second
+    session); one otherwise."""
     return 2 if spatial_dims == 3 and task == "semantic" else 1
 
 

@@ -6,8 +6,8 @@ is trained only when the run before it reached its epoch cap with at least as mu
 in the budget as that run took, so a slow machine gets one member trained as far as one
 alone would be. The model then averages the members that were trained.
 
-Two runs averaged beat one on the real stacks, where two members trained side by side on
-the same patches did not (docs/benchmarks.md, twenty-second session).
+Two runs averaged beat one on the real nuclei stacks and tied on the membranes, where two
+members trained side by side on the same patches did not (docs/benchmarks.md, twenty-second session).
 
 The events of the runs are joined into one stream, numbered as one training: steps, epochs
 and seconds go on from the previous run, and the time left counts the runs still planned.

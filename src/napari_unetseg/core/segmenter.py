@@ -141,7 +141,8 @@ class Segmenter:
             ``"random"``: random weights from ``seed``.
         members
             How many U-Nets the model holds; it averages their outputs. ``None``: 2 for a
-            3-D class model (two runs averaged beat one on the real stacks), 1 otherwise.
+            3-D class model (two runs averaged beat one on the real nuclei stacks and tied
+            on the membranes), 1 otherwise.
             A new model's first training trains them one after the other, each in a run of
             its own seed, while the budget holds another run as long as the first; those
             left untrained are dropped (the history says so). A fine-tune, and live
