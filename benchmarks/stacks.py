@@ -41,6 +41,9 @@ class StackCase:
     noise: float = 0.0  # Gaussian noise, as a share of the 1-99.8 % intensity range
     n_planes: int = 3
     objects: bool = False  # whole objects painted, object models trained (F1 is the score)
+    # "planes": a wall is where a plane's cells meet; "3-D": where the cells meet in any
+    # direction, so the tops and bottoms of cells, which lie along the planes, are wall too
+    walls: str = "planes"
 
 
 STACK_CASES = [
@@ -62,6 +65,9 @@ STACK_CASES = [
         "nuclei",
         (0.284, 0.127, 0.127),
         objects=True,
+    ),
+    StackCase(
+        "ovule membranes, 3-D walls", "ovule_membranes", "walls", (0.235, 0.15, 0.15), walls="3-D"
     ),
 ]
 
@@ -90,9 +96,11 @@ def load_stack(case: StackCase, quick: bool, seed: int) -> Stack:
         noise = np.random.default_rng(1000 + seed).normal(0, case.noise * (high - low), image.shape)
         image = image.astype(np.float32) + noise.astype(np.float32)
     if case.kind == "walls":
-        walls = np.stack(
-            [ndi.binary_dilation(find_boundaries(p, mode="thick"), disk(1)) for p in labels]
-        )
+        if case.walls == "3-D":
+            boundaries = find_boundaries(labels, mode="thick")
+        else:
+            boundaries = np.stack([find_boundaries(p, mode="thick") for p in labels])
+        walls = np.stack([ndi.binary_dilation(b, disk(1)) for b in boundaries])
         return Stack(image, walls, None)
     return Stack(image, labels > 0, labels)
 

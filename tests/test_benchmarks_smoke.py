@@ -201,6 +201,21 @@ def test_quick_stack_objects_case_trains_object_models_and_scores_their_ids():
     assert all(0 <= v <= 1 for v in row["f1"].values())
 
 
+def test_membrane_stack_walls_in_3d_add_the_tops_and_bottoms_of_cells():
+    from benchmarks.stacks import STACK_CASES, load_stack, painted_stack
+
+    by_name = {c.name: c for c in STACK_CASES}
+    in_planes = load_stack(by_name["ovule membranes 3-D"], quick=True, seed=0).foreground
+    in_3d = load_stack(by_name["ovule membranes, 3-D walls"], quick=True, seed=0).foreground
+    assert not (in_planes & ~in_3d).any()  # every wall of a plane is a wall in 3-D
+    assert in_3d.sum() > 1.1 * in_planes.sum()  # and cells that end above or below add more
+    _stack, _planes, painted, _unpainted = painted_stack(
+        by_name["ovule membranes, 3-D walls"], 0, quick=True
+    )
+    assert (painted == 2).any() and in_3d[painted == 2].all()  # wall paint follows those walls
+    assert not in_3d[painted == 1].any()
+
+
 def test_quick_real_image_benchmark_paints_discs_on_request(tmp_path):
     pytest.importorskip("sklearn")
     from benchmarks.painting import paint_discs
