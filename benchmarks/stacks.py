@@ -14,7 +14,7 @@ import math
 import resource
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import tifffile
@@ -43,7 +43,7 @@ class StackCase:
     objects: bool = False  # whole objects painted, object models trained (F1 is the score)
     # "planes": a wall is where a plane's cells meet; "3-D": where the cells meet in any
     # direction, so the tops and bottoms of cells, which lie along the planes, are wall too
-    walls: str = "planes"
+    walls: Literal["planes", "3-D"] = "planes"
 
 
 STACK_CASES = [
