@@ -137,7 +137,7 @@ def save_figure(path: Path, row: dict[str, Any], masks: dict[str, Any]) -> None:
     ]
     figure, axes = plt.subplots(1, 4, figsize=(16, 5.0))
     axes[0].imshow(image, cmap="gray")
-    axes[0].set_title(f"{row['case']}, unpainted plane {z}")
+    axes[0].set_title(f"{row['case']}\nunpainted plane {z}", fontsize=10)
     for axis, (name, predicted, score) in zip(axes[1:], panels, strict=True):
         axis.imshow(error_colours(image, predicted, truth))
         axis.set_title(f"{name}: Dice {score:.3f} (stack)\nred missed, blue extra", fontsize=10)
