@@ -175,6 +175,8 @@ def unet(
         "predict_seconds": round(predicted, 1),
         "predict_voxels_per_second": round(stack.image.size / max(predicted, 1e-9)),
         "best_validation_dice": history.best_validation_dice,
+        "border_shift": history.border_shift,
+        "wall_shift": history.wall_shift,
         "float32_retries": history.float32_retries,
         "warnings": history.warnings,
         "peak_rss_mib_so_far": round(_peak_rss_mib()),

@@ -35,10 +35,11 @@ def test_the_shares_move_the_output_bias_only(rng):
         np.zeros((96, 96), bool),
     )
     before = {k: v.clone() for k, v in seg.model.state_dict().items()}
-    shares, shift, border_shift, grow_back = class_share_shift(
-        seg.model, [plane], 4, torch.device("cpu"), rng
-    )
-    assert border_shift == 0.0 and grow_back is None  # nothing painted: no brightness step
+    estimate = class_share_shift(seg.model, [plane], 4, torch.device("cpu"), rng)
+    assert estimate is not None
+    shares, shift = estimate.shares, estimate.shift
+    assert estimate.border_shift == 0.0 and estimate.grow_back is None  # nothing painted
+    assert estimate.wall_shift == 0.0
     assert np.allclose(shift, np.log(shares) - np.log(0.5))
     shift_output_bias(seg.model, shift)
     after = seg.model.state_dict()

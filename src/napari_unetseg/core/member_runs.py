@@ -219,6 +219,7 @@ def joined_history(
         class_shares=[round(float(v), 4) for v in np.mean(shares, axis=0)] if shares else None,
         class_shares_applied=float(np.mean([h.class_shares_applied or 0.0 for h in used])),
         border_shift=float(np.mean([h.border_shift or 0.0 for h in used])),
+        wall_shift=float(np.mean([h.wall_shift or 0.0 for h in used])),
         all_right_from=None
         if last_kept.all_right_from is None
         else last_kept.all_right_from + epochs_before,

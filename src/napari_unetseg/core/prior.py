@@ -24,6 +24,7 @@ from torch import nn
 from .borders import brightness_aligned_shifts
 from .model import member_networks
 from .sampling import TrainingPlane
+from .walls import foreground_is_brighter, wall_shift
 
 #: At most this many pixels per plane are predicted to estimate the proportions.
 MAX_CROP = 512
@@ -202,7 +203,8 @@ def output_bias(model: nn.Module) -> torch.Tensor | None:
 class OutputShift(NamedTuple):
     """What :func:`class_share_shift` found: the image's class shares, the shift of the
     output bias that applies them, and the part of that shift (on the foreground logit) that
-    moved a two-class model's border onto the brightness step (0.0 when it did not).
+    moved a two-class model's border onto the brightness step and drew its walls thinner
+    (0.0 when it did not); ``wall_shift`` is the walls' part of it (:mod:`.walls`).
 
     The border never grows the brighter class. ``grow_back`` is the (shift, border_shift)
     to try when that fails the held-out paint: its border may grow the brighter class back
@@ -213,6 +215,7 @@ class OutputShift(NamedTuple):
     shift: np.ndarray
     border_shift: float
     grow_back: tuple[np.ndarray, float] | None = None
+    wall_shift: float = 0.0
 
 
 def class_share_shift(
@@ -264,8 +267,16 @@ def class_share_shift(
         pixels.smoothed,
         share_shifts=(0.0, share_shift),
     )
+    shapes = [tuple(s.stop - s.start for s in window) for found in windows for window in found]
+    walls = wall_shift(
+        foreground_logits + border_shift,
+        shapes,
+        foreground_is_brighter(pixels.smoothed, pixels.painted),
+        pixels.painted,
+    )
+    border_shift, grown = border_shift + walls, grown + walls
     grow_back = None if grown == border_shift else (with_border(grown), grown)
-    return OutputShift(shares, with_border(border_shift), border_shift, grow_back)
+    return OutputShift(shares, with_border(border_shift), border_shift, grow_back, walls)
 
 
 def shift_output_bias(model: nn.Module, shift: np.ndarray) -> None:

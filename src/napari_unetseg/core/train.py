@@ -407,6 +407,7 @@ class _Run:
             history.class_shares = [round(float(v), 4) for v in estimate.shares]
             history.class_shares_applied = fraction
             history.border_shift = fraction * border_shift
+            history.wall_shift = fraction * estimate.wall_shift
 
         # the kept weights were scored when they were chosen; others are scored now
         before = self.best.dice if self.best.state is not None else self.held_out_dice()

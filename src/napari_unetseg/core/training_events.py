@@ -92,8 +92,10 @@ class TrainingHistory:
     start_validation_dice: float | None = None
     class_shares: list[float] | None = None
     class_shares_applied: float | None = None
-    #: How far the foreground logit moved to put the border on the brightness step.
+    #: How far the foreground logit moved to put the border on the brightness step, and to
+    #: draw walls thinner (``wall_shift`` of it).
     border_shift: float | None = None
+    wall_shift: float | None = None
     #: The first epoch after which no held-out painted pixel was wrong (None: never).
     all_right_from: int | None = None
     #: Times new paint was picked up during the run (live painting).
@@ -137,8 +139,13 @@ class TrainingHistory:
         )
         partly = "" if self.class_shares_applied >= 1 else " partly"
         note = f"The output was{partly} matched to the class shares found in the image ({shares})"
-        if self.border_shift:
+        if self.border_shift and self.border_shift != self.wall_shift:
             note += ", and the border moved onto the brightness step between the painted classes"
+        if self.wall_shift:
+            note += (
+                f"; the foreground looks like walls, which blur draws too thick, so the border "
+                f"moved inward by {-self.wall_shift:.2f} (the border slider moves it back)"
+            )
         return note + "."
 
     def summary(self) -> dict[str, Any]:
@@ -157,6 +164,7 @@ class TrainingHistory:
             "class_shares": self.class_shares,
             "class_shares_applied": self.class_shares_applied,
             "border_shift": self.border_shift,
+            **({"wall_shift": self.wall_shift} if self.wall_shift else {}),
             **({"members_dropped": self.members_dropped} if self.members_dropped else {}),
             **({"output_shift": self.output_shift} if self.output_shift is not None else {}),
         }
