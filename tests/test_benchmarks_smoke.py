@@ -249,6 +249,22 @@ def test_quick_border_benchmark_sweeps_the_shifts_beside_the_forest(tmp_path, ca
         assert (tmp_path / "border.png").stat().st_size > 1000
 
 
+def test_quick_walls_benchmark_sweeps_the_unmoved_border_beside_the_forest(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    from benchmarks.walls import SHIFTS, main
+
+    cases = ["maize cell walls", "tissue nuclei 0"]
+    assert main(["--quick", "--seeds", "1", "--cases", *cases, "--out", str(tmp_path)]) == 0
+    assert "| background split |" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "walls-quick.json").read_text())["rows"]
+    assert [r["case"] for r in rows] == cases
+    for row in rows:
+        assert len(row["dice_by_shift"]) == len(SHIFTS) and row["steps"] >= 1
+        assert 0 <= row["background_split"] <= 1 and 0 <= row["forest_dice"] <= 1
+    with pytest.raises(SystemExit):
+        main(["--quick", "--cases", "no such image"])
+
+
 def test_quick_memory_layout_benchmark_times_both_layouts(tmp_path, capsys):
     from benchmarks.memory_layout import main
 

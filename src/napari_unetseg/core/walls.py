@@ -2,15 +2,15 @@
 
 Blur spreads a thin bright wall or membrane over several pixels, and strokes say nothing of
 its width (a wall is painted along its middle), so the network draws walls thicker than a
-truth made from the cells' outlines. On the benchmarks' wall images, moving such a model's
-border inward by 1.5 on the foreground log-odds raised Dice on the 3-D membrane stack by
-0.026-0.080 (walls within planes and walls in 3-D) and on the maize walls by 0.020-0.037,
-and moved the 2-D membrane plane by -0.014 to +0.007 (docs/benchmarks.md, twenty-third
-session).
+truth made from the cells' outlines. Moving such a model's border inward by 1.5 on the
+foreground log-odds raised Dice on the 3-D membrane stack (walls in 3-D) by 0.054-0.064
+(``python -m benchmarks.border``) and on the maize walls by 0.020-0.038, and moved the 2-D
+membrane plane by -0.014 to +0.007 (``python -m benchmarks.walls``; docs/benchmarks.md,
+twenty-third session).
 
 A foreground that cuts each plane's background into separate pieces (the cells) is taken for
 walls. Nuclei and other objects lie in one connected background, and are left alone: on the
-benchmarks' nuclei the same move cost up to 0.034.
+tissue nuclei the same move would cost up to 0.035.
 """
 
 from __future__ import annotations
