@@ -27,7 +27,7 @@ import numpy as np
 
 from napari_unetseg.core import Segmenter, TrainConfig
 
-from .real import error_colours, save_without_axes
+from .real import DARK_HELP, darkened, error_colours, save_without_axes
 from .records import write_results
 from .stacks import STACK_CASES, StackCase, dice_on, forest_3d, painted_stack
 
@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=1, help="torch threads; 1 makes a run repeatable"
     )
     parser.add_argument("--figure", type=Path, help="write a picture of the first painting here")
+    parser.add_argument("--dark", action="store_true", help=DARK_HELP)
     parser.add_argument("--name", default="border", help="results file name (without .json)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
@@ -163,15 +164,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown cases {unknown}; choose from {sorted(known)}")
     epochs = 1 if args.quick else args.epochs
     rows: list[dict[str, Any]] = []
-    for name in args.cases:
+    cases = [darkened(known[name]) if args.dark else known[name] for name in args.cases]
+    for case in cases:
         for seed in range(args.seeds):
             row, masks = border_sweep(
-                known[name], seed, quick=args.quick, epochs=epochs, threads=args.threads
+                case, seed, quick=args.quick, epochs=epochs, threads=args.threads
             )
             rows.append(row)
             if args.figure is not None and len(rows) == 1:
                 save_figure(args.figure, row, masks)
-            print(f"{name}, painting {seed}: best {row['best_shift']:+.1f}", flush=True)
+            print(f"{case.name}, painting {seed}: best {row['best_shift']:+.1f}", flush=True)
     text = table(rows)
     print(text)
     write_results(args.out, args.name, args.quick, {"shifts": list(SHIFTS), "rows": rows})

@@ -15,6 +15,7 @@ region of cells smaller than ``SMALL_CELL_AREA``. Images: ``benchmarks/data`` (s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import time
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import tifffile
@@ -39,6 +40,7 @@ from .records import load_average, write_results
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
+CaseT = TypeVar("CaseT")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class RealCase:
     plane: int | None = None  # a plane of a stack
     objects: bool = False
     scribbles: str | None = None  # a person's own paint (a file stem), instead of simulated
+    dark: bool = False  # the image inverted: dark walls on a bright ground, as in EM or brightfield
 
 
 #: The maize section's small-cell region is its largest connected group of cells smaller
@@ -87,6 +90,8 @@ def load_case(case: RealCase, quick: bool = False) -> RealImage:
     labels = tifffile.imread(DATA / f"{case.stem}_labels.tif")
     if case.plane is not None:
         image, labels = image[case.plane], labels[case.plane]
+    if case.dark:
+        image = inverted(image)
     if case.scribbles is not None:
         painted = tifffile.imread(DATA / f"{case.scribbles}.tif")
         if quick:  # around the scribbles
@@ -105,6 +110,20 @@ def load_case(case: RealCase, quick: bool = False) -> RealImage:
         walls = ndi.binary_dilation(find_boundaries(labels, mode="thick"), disk(1))
         return RealImage(image, walls, None)
     return RealImage(image, labels > 0, labels)
+
+
+DARK_HELP = "invert each image, so that the foreground is the darker class"
+
+
+def darkened(case: CaseT) -> CaseT:
+    """The case with its image inverted, so that its foreground is the darker class (walls
+    dark on a bright ground, as in electron or brightfield microscopy)."""
+    return dataclasses.replace(case, name=f"{case.name}, dark", dark=True)
+
+
+def inverted(image: np.ndarray) -> np.ndarray:
+    """The image with bright and dark swapped, in its own dtype."""
+    return np.asarray(image.max() - image, dtype=image.dtype)
 
 
 # --------------------------------------------------------------------------- contenders
@@ -449,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         "(with --epochs; default 8)",
     )
     parser.add_argument("--figures", type=Path, help="write a picture of each case's errors here")
+    parser.add_argument("--dark", action="store_true", help=DARK_HELP)
     parser.add_argument("--name", default="real", help="results file name (without .json)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
@@ -465,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     cases = [c for c in CASES if not args.cases or c.name in args.cases]
     if args.quick:
         cases = [CASES[0], CASES[5], CASES[-1]]  # classes, objects, a person's scribbles
+    if args.dark:
+        cases = [darkened(c) for c in cases]
     seconds = 2.0 if args.quick else args.seconds
     object_seconds = 2.0 if args.quick else args.object_seconds
     rows = []
@@ -515,6 +537,8 @@ def run_stacks(args: argparse.Namespace, options: dict[str, Any], machine: dict[
     cases = [c for c in STACK_CASES if not args.cases or c.name in args.cases]
     if args.quick:
         cases = cases[:1]
+    if args.dark:
+        cases = [darkened(c) for c in cases]
     rows = []
     for case in cases:
         first = args.first_seed

@@ -44,6 +44,7 @@ class StackCase:
     # "planes": a wall is where a plane's cells meet; "3-D": where the cells meet in any
     # direction, so the tops and bottoms of cells, which lie along the planes, are wall too
     walls: Literal["planes", "3-D"] = "planes"
+    dark: bool = False  # the image inverted: dark walls on a bright ground
 
 
 STACK_CASES = [
@@ -83,7 +84,7 @@ class Stack:
 
 
 def load_stack(case: StackCase, quick: bool, seed: int) -> Stack:
-    from .real import DATA
+    from .real import DATA, inverted
 
     image = tifffile.imread(DATA / f"{case.stem}_image.tif")
     labels = tifffile.imread(DATA / f"{case.stem}_labels.tif")
@@ -91,6 +92,8 @@ def load_stack(case: StackCase, quick: bool, seed: int) -> Stack:
         image, labels = image[case.crop], labels[case.crop]
     if quick:
         image, labels = image[:16, :64, :64], labels[:16, :64, :64]
+    if case.dark:
+        image = inverted(image)
     if case.noise:
         low, high = np.percentile(image, [1, 99.8])
         noise = np.random.default_rng(1000 + seed).normal(0, case.noise * (high - low), image.shape)

@@ -24,7 +24,7 @@ from napari_unetseg.core import Segmenter, TrainConfig
 from napari_unetseg.core.walls import background_split
 
 from .painting import paint_region, paint_strokes
-from .real import CASES, forest, load_case
+from .real import CASES, DARK_HELP, RealCase, darkened, forest, load_case
 from .records import write_results
 from .stacks import dice_on
 
@@ -39,9 +39,8 @@ DEFAULT_CASES = (
 )
 
 
-def sweep(name: str, seed: int, *, quick: bool, threads: int | None) -> dict[str, Any]:
+def sweep(case: RealCase, seed: int, *, quick: bool, threads: int | None) -> dict[str, Any]:
     """One painting: Dice at each shift of the unmoved foreground log-odds, and the forest's."""
-    case = next(c for c in CASES if c.name == name)
     data = load_case(case, quick)
     painted = paint_strokes(
         data.foreground,
@@ -60,16 +59,20 @@ def sweep(name: str, seed: int, *, quick: bool, threads: int | None) -> dict[str
     logits = np.log(np.clip(probability, 1e-6, 1)) - np.log(np.clip(1 - probability, 1e-6, 1))
     unmoved = logits - (history.wall_shift or 0.0)
     return {
-        "case": name,
+        "case": case.name,
         "seed": seed,
         "steps": history.steps,
         "train_seconds": round(trained, 1),
         "wall_shift_by_training": history.wall_shift,
+        "border_shift_by_training": history.border_shift,
         "background_split": round(background_split(unmoved > 0), 3),
         "dice_by_shift": {
             f"{s:+.2f}": round(dice_on(unmoved + s > 0, data.foreground, scored), 4) for s in SHIFTS
         },
         "dice_as_trained": round(dice_on(logits > 0, data.foreground, scored), 4),
+        "dice_without_border_steps": round(
+            dice_on(logits - (history.border_shift or 0.0) > 0, data.foreground, scored), 4
+        ),
         "forest_dice": round(
             dice_on(forest(data.image, painted, seed, quick) == 1, data.foreground, scored), 4
         ),
@@ -79,15 +82,19 @@ def sweep(name: str, seed: int, *, quick: bool, threads: int | None) -> dict[str
 def table(rows: list[dict[str, Any]]) -> str:
     shifts = " | ".join(f"{s:+.1f}" for s in SHIFTS)
     lines = [
-        f"| case | painting | background split | {shifts} | as trained (move) | forest |",
-        "|---|---:|---:|" + "---:|" * (len(SHIFTS) + 2),
+        f"| case | painting | background split | {shifts} | as trained (wall move) "
+        "| no border steps (all moves) | forest |",
+        "|---|---:|---:|" + "---:|" * (len(SHIFTS) + 3),
     ]
     for r in rows:
         cells = " | ".join(f"{r['dice_by_shift'][f'{s:+.2f}']:.3f}" for s in SHIFTS)
         move = r["wall_shift_by_training"] or 0.0
+        moves = r.get("border_shift_by_training") or 0.0
+        unmoved = r.get("dice_without_border_steps", float("nan"))
         lines.append(
             f"| {r['case']} | {r['seed']} | {r['background_split']:.3f} | {cells} | "
-            f"{r['dice_as_trained']:.3f} ({move:+.2f}) | {r['forest_dice']:.3f} |"
+            f"{r['dice_as_trained']:.3f} ({move:+.2f}) | {unmoved:.3f} ({moves:+.2f}) | "
+            f"{r['forest_dice']:.3f} |"
         )
     return "\n".join(lines)
 
@@ -98,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="2-D cases")
     parser.add_argument("--seeds", type=int, default=3, help="paintings per case")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--dark", action="store_true", help=DARK_HELP)
     parser.add_argument("--name", default="walls", help="results file name (without .json)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
@@ -105,10 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [name for name in args.cases if name not in known]
     if unknown:
         parser.error(f"unknown cases {unknown}; choose from {sorted(known)}")
+    cases = [next(c for c in CASES if c.name == name) for name in args.cases]
+    if args.dark:
+        cases = [darkened(c) for c in cases]
     rows = []
-    for name in args.cases:
+    for case in cases:
         for seed in range(args.seeds):
-            rows.append(sweep(name, seed, quick=args.quick, threads=args.threads))
+            rows.append(sweep(case, seed, quick=args.quick, threads=args.threads))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     print(table(rows))
     write_results(args.out, args.name, args.quick, {"shifts": list(SHIFTS), "rows": rows})

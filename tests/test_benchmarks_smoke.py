@@ -216,6 +216,24 @@ def test_membrane_stack_walls_in_3d_add_the_tops_and_bottoms_of_cells():
     assert not in_3d[painted == 1].any()
 
 
+def test_dark_cases_invert_the_image_and_keep_the_truth():
+    from benchmarks.real import CASES, darkened, load_case
+    from benchmarks.stacks import STACK_CASES, load_stack
+
+    case = next(c for c in CASES if c.name == "maize cell walls")
+    bright, dark = load_case(case, quick=True), load_case(darkened(case), quick=True)
+    assert (
+        darkened(case).name == "maize cell walls, dark" and dark.image.dtype == bright.image.dtype
+    )
+    assert len(np.unique(dark.image.astype(int) + bright.image)) == 1  # bright + dark: constant
+    assert (dark.foreground == bright.foreground).all()
+    stack_case = next(c for c in STACK_CASES if c.name == "ovule membranes, 3-D walls")
+    bright_stack = load_stack(stack_case, quick=True, seed=0)
+    dark_stack = load_stack(darkened(stack_case), quick=True, seed=0)
+    assert np.corrcoef(dark_stack.image.ravel(), bright_stack.image.ravel())[0, 1] < -0.99
+    assert (dark_stack.foreground == bright_stack.foreground).all()
+
+
 def test_quick_real_image_benchmark_paints_discs_on_request(tmp_path):
     pytest.importorskip("sklearn")
     from benchmarks.painting import paint_discs
@@ -261,6 +279,11 @@ def test_quick_walls_benchmark_sweeps_the_unmoved_border_beside_the_forest(tmp_p
     for row in rows:
         assert len(row["dice_by_shift"]) == len(SHIFTS) and row["steps"] >= 1
         assert 0 <= row["background_split"] <= 1 and 0 <= row["forest_dice"] <= 1
+        assert 0 <= row["dice_without_border_steps"] <= 1
+    argv = ["--quick", "--seeds", "1", "--dark", "--cases", cases[0], "--out", str(tmp_path)]
+    assert main(argv) == 0
+    (row,) = json.loads((tmp_path / "walls-quick.json").read_text())["rows"]
+    assert row["case"] == "maize cell walls, dark"
     with pytest.raises(SystemExit):
         main(["--quick", "--cases", "no such image"])
 
