@@ -102,25 +102,19 @@ def wall_widths(x, logits, shift):
     return set(np.unique(np.abs(x[logits + shift > 0])))
 
 
-def test_a_bright_wall_never_grows_past_the_network_s_own_border(rng):
-    """Blur makes a bright wall look wider than it is: the step thins, and widens only to undo
-    the class-share step's shrink."""
+@pytest.mark.parametrize("dark", [False, True])
+def test_a_wall_never_grows_past_the_network_s_own_border(rng, dark):
+    """Blur makes a wall, bright or dark, look wider than it is: the step thins, and widens only
+    to undo the class-share step's shrink."""
     x, brightness, logits, painted = wall_scene(rng)
-    too_thin = logits - 3  # |x| < 1, where the bright band is |x| <= 2
+    if dark:  # the background is the bright class now
+        brightness = 1 - brightness
+    too_thin = logits - 3  # |x| < 1, where the wall's band is |x| <= 2
     shift = brightness_aligned_shift(too_thin, brightness, painted, rng)
     assert wall_widths(x, too_thin, shift) == {0}
     # the network called |x| < 4 and the class-share step took 3 off: the border may move back
     shift = brightness_aligned_shift(too_thin, brightness, painted, rng, share_shift=-3.0)
     assert {0, 1} <= wall_widths(x, too_thin, shift) <= {0, 1, 2, 3}
-
-
-def test_a_dark_wall_is_widened_but_never_thinned_past_the_network_s_border(rng):
-    x, brightness, logits, painted = wall_scene(rng)
-    dark = 1 - brightness  # the background is the bright class now
-    too_thin = logits - 3
-    assert {0, 1} <= wall_widths(
-        x, too_thin, brightness_aligned_shift(too_thin, dark, painted, rng)
-    )
-    too_thick = logits  # |x| < 4: thinning it would grow the bright background
-    shift = brightness_aligned_shift(too_thick, dark, painted, rng)
-    assert wall_widths(x, too_thick, shift) == {0, 1, 2, 3}
+    # drawn too thick (|x| < 4): thinned onto the band's edge
+    shift = brightness_aligned_shift(logits, brightness, painted, rng)
+    assert {0, 1} <= wall_widths(x, logits, shift) <= {0, 1, 2}

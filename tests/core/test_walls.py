@@ -39,21 +39,20 @@ def test_walls_cut_the_background_into_pieces_and_nuclei_do_not():
     assert walls.background_split(np.ones((8, 8), bool)) == 0.0  # no background at all
 
 
-def test_a_bright_wall_network_moves_inward_unless_its_paint_would_be_lost():
+def test_a_wall_network_moves_inward_unless_its_paint_would_be_lost():
     wall, distance = voronoi_walls()
     logits = (2.5 - distance).ravel()  # walls five pixels thick
     painted = np.where(wall, 1, np.where(distance > 6, 0, -1)).ravel()
     shapes = [wall.shape]
-    assert walls.wall_shift(logits, shapes, True, painted) == walls.WALL_SHIFT
-    assert walls.wall_shift(logits, shapes, False, painted) == 0.0  # dark lines: left alone
+    assert walls.wall_shift(logits, shapes, painted) == walls.WALL_SHIFT
     nuclei, nuclei_distance = blobs()
     nuclei_logits = np.where(nuclei, 3.0, 2.5 - nuclei_distance).ravel()
     nuclei_paint = np.where(nuclei, 1, -1).ravel()
-    assert walls.wall_shift(nuclei_logits, shapes, True, nuclei_paint) == 0.0
+    assert walls.wall_shift(nuclei_logits, shapes, nuclei_paint) == 0.0
     # painted wall pixels only just called wall: the move stops before it loses them
     weak = np.where(wall.ravel(), 1.0, logits)
-    assert walls.wall_shift(weak, shapes, True, painted) == -0.75
-    assert walls.wall_shift(logits, shapes, True, np.full_like(painted, -1)) == 0.0
+    assert walls.wall_shift(weak, shapes, painted) == -0.75
+    assert walls.wall_shift(logits, shapes, np.full_like(painted, -1)) == 0.0
 
 
 class FixedLogits(torch.nn.Module):
@@ -73,9 +72,9 @@ class FixedLogits(torch.nn.Module):
         return torch.stack([background, self.foreground + bias[1]])[None]
 
 
-@pytest.mark.parametrize("scene", ["walls", "nuclei"])
+@pytest.mark.parametrize("scene", ["walls", "dark walls", "nuclei"])
 def test_the_class_share_step_draws_walls_thinner_and_leaves_nuclei(scene, rng):
-    if scene == "walls":
+    if "walls" in scene:
         structure, distance = voronoi_walls()
         logit = 4.0 - distance  # walls drawn eight pixels thick
         painted = np.where(structure, 1, np.where(distance > 6, 0, -1))
@@ -84,12 +83,14 @@ def test_the_class_share_step_draws_walls_thinner_and_leaves_nuclei(scene, rng):
         logit = np.where(structure, 3.0, 2.5 - distance)
         painted = np.where(structure, 1, np.where(distance > 6, 0, -1))
     image = ndi.gaussian_filter(np.where(structure, 1.0, 0.1), 1.5).astype(np.float32)
+    if scene == "dark walls":
+        image = 1.1 - image
     plane = TrainingPlane(
         image[None], np.maximum(painted, 0), painted >= 0, np.zeros(painted.shape, bool)
     )
     estimate = prior.class_share_shift(FixedLogits(logit), [plane], 1, torch.device("cpu"), rng)
     assert estimate is not None
-    if scene == "walls":
+    if "walls" in scene:
         assert estimate.wall_shift == walls.WALL_SHIFT
         assert estimate.border_shift <= walls.WALL_SHIFT  # the walls' part is in the border's
     else:

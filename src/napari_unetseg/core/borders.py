@@ -11,10 +11,12 @@ classes differ in brightness is judged on a lightly smoothed image, since pixel 
 a difference that is plain at the scale of a few pixels. A shift that would turn painted
 pixels to the other class is never taken.
 
-The step never makes the brighter class larger than the network drew it. Blur spreads a bright
-structure's light past its edges, so a thin bright wall looks wider than it is, and on the real
-images the steps that grew the bright class past the network's border lowered Dice. It may
-still undo a shrink of the class-share step (:mod:`.prior`), which can overshoot.
+The step never makes the painted foreground larger than the network drew it. Blur spreads a
+thin structure's contrast past its edges, so a wall looks wider than it is, bright or dark: on
+the real images the steps that grew the foreground past the network's border lowered Dice, and
+on the same images inverted, where the foreground is the darker class, so did growing it
+(docs/benchmarks.md, twenty-fourth session). It may still undo a shrink of the class-share step
+(:mod:`.prior`), which can overshoot.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def brightness_aligned_shift(
     ``smoothed``, the intensities of a lightly smoothed image, decides whether the painted
     classes differ in brightness (pixel noise can hide a real difference). ``share_shift``
     is the part of ``foreground_logits`` that the class-share step added: the border may move
-    back over it, but the brighter class never grows past the network's own border. 0.0 when
+    back over it, but the foreground never grows past the network's own border. 0.0 when
     the classes do not differ, or no allowed shift splits the pixels better.
     """
     (shift,) = brightness_aligned_shifts(
@@ -116,7 +118,6 @@ def brightness_aligned_shifts(
     values = intensities[order, channel].astype(np.float64)
     is_fg = (painted[order] == 1).astype(np.int64)
     is_bg = (painted[order] == 0).astype(np.int64)
-    bright_foreground = values[is_fg == 1].mean() > values[is_bg == 1].mean()
     total_fg, total_bg = max(int(is_fg.sum()), 1), max(int(is_bg.sum()), 1)
     sums, fg_kept, bg_lost = np.cumsum(values), np.cumsum(is_fg), np.cumsum(is_bg)
 
@@ -141,10 +142,8 @@ def brightness_aligned_shifts(
         scored.append((float(shift), w * (1 - w) * (mean_fg - mean_bg) ** 2))
 
     def best_within(share_shift: float) -> float:
-        if bright_foreground:  # a shift > 0 grows the bright class
-            low, high = -MAX_SHIFT, min(MAX_SHIFT, max(0.0, -share_shift))
-        else:
-            low, high = -min(MAX_SHIFT, max(0.0, share_shift)), MAX_SHIFT
+        # a shift > 0 grows the foreground: only back over the class-share step's shrink
+        low, high = -MAX_SHIFT, min(MAX_SHIFT, max(0.0, -share_shift))
         best_shift, best_variance = 0.0, -1.0
         for shift, variance in scored:
             if low - 1e-9 <= shift <= high + 1e-9 and variance > best_variance + 1e-12:

@@ -24,7 +24,7 @@ from torch import nn
 from .borders import brightness_aligned_shifts
 from .model import member_networks
 from .sampling import TrainingPlane
-from .walls import foreground_is_brighter, wall_shift
+from .walls import wall_shift
 
 #: At most this many pixels per plane are predicted to estimate the proportions.
 MAX_CROP = 512
@@ -206,8 +206,8 @@ class OutputShift(NamedTuple):
     moved a two-class model's border onto the brightness step and drew its walls thinner
     (0.0 when it did not); ``wall_shift`` is the walls' part of it (:mod:`.walls`).
 
-    The border never grows the brighter class. ``grow_back`` is the (shift, border_shift)
-    to try when that fails the held-out paint: its border may grow the brighter class back
+    The border never grows the foreground. ``grow_back`` is the (shift, border_shift)
+    to try when that fails the held-out paint: its border may grow the foreground back
     over the class-share step's shrink. None when the two are the same.
     """
 
@@ -258,7 +258,7 @@ def class_share_shift(
     def with_border(border_shift: float) -> np.ndarray:
         return np.asarray(shift + foreground_shift(border_shift, conv.out_channels, False))
 
-    # the strict border, and the one that may grow the bright class back over the share shift
+    # the strict border, and the one that may grow the foreground back over the share shift
     border_shift, grown = brightness_aligned_shifts(
         foreground_logits,
         pixels.intensities,
@@ -268,12 +268,7 @@ def class_share_shift(
         share_shifts=(0.0, share_shift),
     )
     shapes = [tuple(s.stop - s.start for s in window) for found in windows for window in found]
-    walls = wall_shift(
-        foreground_logits + border_shift,
-        shapes,
-        foreground_is_brighter(pixels.smoothed, pixels.painted),
-        pixels.painted,
-    )
+    walls = wall_shift(foreground_logits + border_shift, shapes, pixels.painted)
     border_shift, grown = border_shift + walls, grown + walls
     grow_back = None if grown == border_shift else (with_border(grown), grown)
     return OutputShift(shares, with_border(border_shift), border_shift, grow_back, walls)

@@ -1,12 +1,14 @@
 """Walls drawn thinner: the border of a two-class model whose foreground is a wall network.
 
-Blur spreads a thin bright wall or membrane over several pixels, and strokes say nothing of
-its width (a wall is painted along its middle), so the network draws walls thicker than a
-truth made from the cells' outlines. Moving such a model's border inward by 1.5 on the
+Blur spreads a thin wall or membrane, bright or dark, over several pixels, and strokes say
+nothing of its width (a wall is painted along its middle), so the network draws walls thicker
+than a truth made from the cells' outlines. Moving such a model's border inward by 1.5 on the
 foreground log-odds raised Dice on the 3-D membrane stack (walls in 3-D) by 0.054-0.064
 (``python -m benchmarks.border``) and on the maize walls by 0.020-0.038, and moved the 2-D
 membrane plane by -0.014 to +0.007 (``python -m benchmarks.walls``; docs/benchmarks.md,
-twenty-third session).
+twenty-third session). The same images inverted, dark walls on a bright ground, gained on
+maize (+0.022 to +0.052) and lost on the membrane plane (0, -0.019, -0.053)
+(``python -m benchmarks.walls --dark``, twenty-fourth session).
 
 A foreground that cuts each plane's background into separate pieces (the cells) is taken for
 walls. Nuclei and other objects lie in one connected background, and are left alone: on the
@@ -55,27 +57,16 @@ def is_wall_network(foreground_logits: np.ndarray, shapes: list[tuple[int, ...]]
     return bool(splits) and float(np.median(splits)) >= MIN_BACKGROUND_SPLIT
 
 
-def foreground_is_brighter(intensities: np.ndarray, painted: np.ndarray) -> bool:
-    """Whether the painted foreground is brighter than the painted background, in the channel
-    of ``intensities`` (pixels, channels) where their means differ most."""
-    foreground, background = painted == 1, painted == 0
-    if not foreground.any() or not background.any():
-        return False
-    difference = intensities[foreground].mean(0) - intensities[background].mean(0)
-    return bool(difference[int(np.argmax(np.abs(difference)))] > 0)
-
-
 def wall_shift(
     foreground_logits: np.ndarray,
     shapes: list[tuple[int, ...]],
-    bright_foreground: bool,
     painted: np.ndarray,
 ) -> float:
-    """The shift of the foreground logit that draws a bright wall network thinner: WALL_SHIFT,
-    or less where that would lose more than MAX_PAINT_LOST of the painted foreground; 0.0 when
-    the foreground is not bright or not a wall network. ``painted``: 1 foreground, 0
-    background, -1 unpainted, for the same pixels."""
-    if not bright_foreground or not is_wall_network(foreground_logits, shapes):
+    """The shift of the foreground logit that draws a wall network thinner: WALL_SHIFT, or
+    less where that would lose more than MAX_PAINT_LOST of the painted foreground; 0.0 when
+    the foreground is not a wall network. ``painted``: 1 foreground, 0 background,
+    -1 unpainted, for the same pixels."""
+    if not is_wall_network(foreground_logits, shapes):
         return 0.0
     painted_logits = foreground_logits[painted == 1]
     if painted_logits.size == 0:
