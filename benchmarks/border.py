@@ -19,17 +19,14 @@ shows them.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from napari_unetseg.core import Segmenter, TrainConfig
-
-from .real import DARK_HELP, darkened, error_colours, save_without_axes
+from .real import DARK_HELP, error_colours, save_without_axes
 from .records import write_results
-from .stacks import STACK_CASES, StackCase, dice_on, forest_3d, painted_stack
+from .stacks import StackCase, class_cases_named, dice_on, forest_3d, train_default_3d
 
 HERE = Path(__file__).resolve().parent
 #: Shifts of the foreground log-odds tried, in the slider's steps of 0.25.
@@ -42,15 +39,9 @@ def border_sweep(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """One painting: the default's Dice at each shift, and the forest's. Also returns what
     a figure needs."""
-    stack, planes, painted, unpainted = painted_stack(case, seed, quick)
-    scored = np.zeros(stack.image.shape, bool)
-    scored[unpainted] = True
-    size = {"base_width": 4, "depth": 2} if quick else {}
-    segmenter = Segmenter.create(spatial_dims=3, voxel_size=case.voxel_size, **size)
-    config = TrainConfig(max_seconds=None, max_epochs=epochs, threads=threads)
-    started = time.perf_counter()
-    history = segmenter.train(stack.image, painted, config, progress=False)
-    trained = time.perf_counter() - started
+    run = train_default_3d(case, seed, quick=quick, epochs=epochs, threads=threads)
+    stack, painted, unpainted, scored = run.stack, run.painted, run.unpainted, run.scored
+    segmenter, history = run.segmenter, run.history
     default = segmenter.segment(stack.image) == 1
     dice: dict[str, float] = {}
     share: dict[str, float] = {}
@@ -67,10 +58,10 @@ def border_sweep(
     row = {
         "case": case.name,
         "seed": seed,
-        "painted_planes": planes,
+        "painted_planes": np.flatnonzero(~unpainted).tolist(),
         "truth_foreground_percent": round(100 * float(stack.foreground[scored].mean()), 1),
         "steps": history.steps,
-        "train_seconds": round(trained, 1),
+        "train_seconds": round(run.train_seconds, 1),
         "border_shift_by_training": history.border_shift,
         "dice_by_shift": dice,
         "foreground_percent_by_shift": share,
@@ -158,13 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="border", help="results file name (without .json)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
-    known = {case.name: case for case in STACK_CASES if not case.objects}
-    unknown = [name for name in args.cases if name not in known]
-    if unknown:
-        parser.error(f"unknown cases {unknown}; choose from {sorted(known)}")
+    cases = class_cases_named(parser, args.cases, args.dark)
     epochs = 1 if args.quick else args.epochs
     rows: list[dict[str, Any]] = []
-    cases = [darkened(known[name]) if args.dark else known[name] for name in args.cases]
     for case in cases:
         for seed in range(args.seeds):
             row, masks = border_sweep(

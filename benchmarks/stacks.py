@@ -10,6 +10,7 @@ spread through the stack (:func:`paint_planes`). Both U-Nets train the same numb
 
 from __future__ import annotations
 
+import argparse
 import math
 import resource
 import time
@@ -25,6 +26,7 @@ from skimage.segmentation import find_boundaries
 
 from napari_unetseg.core import Segmenter, TrainConfig
 from napari_unetseg.core.metrics import object_f1
+from napari_unetseg.core.training_events import TrainingHistory
 
 from .painting import paint_objects, paint_strokes
 
@@ -260,6 +262,50 @@ def painted_stack(
     unpainted = np.ones(stack.image.shape[0], bool)
     unpainted[planes] = False
     return stack, planes, painted, unpainted
+
+
+def class_cases_named(
+    parser: argparse.ArgumentParser, names: list[str], dark: bool
+) -> list[StackCase]:
+    """The class (not object) stack cases of ``names``, inverted when ``dark``; a usage error
+    for a name that is none of them."""
+    known = {case.name: case for case in STACK_CASES if not case.objects}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        parser.error(f"unknown cases {unknown}; choose from {sorted(known)}")
+    from .real import darkened
+
+    return [darkened(known[name]) if dark else known[name] for name in names]
+
+
+@dataclass(frozen=True)
+class TrainedOnStack:
+    """The default 3-D model trained on one painting of a stack case, with what scores it."""
+
+    stack: Stack
+    painted: np.ndarray
+    unpainted: np.ndarray  # a bool per plane
+    scored: np.ndarray  # a bool per voxel: the unpainted planes
+    segmenter: Segmenter
+    history: TrainingHistory
+    train_seconds: float
+
+
+def train_default_3d(
+    case: StackCase, seed: int, *, quick: bool, epochs: int, threads: int | None
+) -> TrainedOnStack:
+    """The default 3-D model (``quick``: a tiny one), trained ``epochs`` epochs on the painting
+    ``seed`` of ``case``."""
+    stack, _planes, painted, unpainted = painted_stack(case, seed, quick)
+    scored = np.zeros(stack.image.shape, bool)
+    scored[unpainted] = True
+    size = {"base_width": 4, "depth": 2} if quick else {}
+    segmenter = Segmenter.create(spatial_dims=3, voxel_size=case.voxel_size, **size)
+    config = TrainConfig(max_seconds=None, max_epochs=epochs, threads=threads)
+    started = time.perf_counter()
+    history = segmenter.train(stack.image, painted, config, progress=False)
+    seconds = time.perf_counter() - started
+    return TrainedOnStack(stack, painted, unpainted, scored, segmenter, history, seconds)
 
 
 def run_stack_case(

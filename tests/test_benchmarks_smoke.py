@@ -288,6 +288,21 @@ def test_quick_walls_benchmark_sweeps_the_unmoved_border_beside_the_forest(tmp_p
         main(["--quick", "--cases", "no such image"])
 
 
+def test_quick_wall_limit_benchmark_replays_each_limit_beside_the_forest(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    from benchmarks.wall_limit import FIXED_MOVES, LIMITS, main
+
+    argv = ["--quick", "--seeds", "1", "--cases", "ovule membranes, 3-D walls"]
+    assert main([*argv, "--dark", "--out", str(tmp_path)]) == 0
+    assert "| limit 1 % |" in capsys.readouterr().out
+    (row,) = json.loads((tmp_path / "wall_limit-quick.json").read_text())["rows"]
+    assert row["case"] == "ovule membranes, 3-D walls, dark" and row["steps"] >= 1
+    moves = list(row["move_by_limit"].values())
+    assert len(moves) == len(LIMITS) and len(row["dice_by_move"]) == len(FIXED_MOVES)
+    assert moves == sorted(moves, reverse=True)  # a looser limit moves as far or further
+    assert all(-1.5 <= m <= 0 for m in moves) and 0 <= row["forest_dice"] <= 1
+
+
 def test_quick_memory_layout_benchmark_times_both_layouts(tmp_path, capsys):
     from benchmarks.memory_layout import main
 

@@ -61,10 +61,11 @@ def wall_shift(
     foreground_logits: np.ndarray,
     shapes: list[tuple[int, ...]],
     painted: np.ndarray,
+    max_paint_lost: float = MAX_PAINT_LOST,
 ) -> float:
     """The shift of the foreground logit that draws a wall network thinner: WALL_SHIFT, or
-    less where that would lose more than MAX_PAINT_LOST of the painted foreground; 0.0 when
-    the foreground is not a wall network. ``painted``: 1 foreground, 0 background,
+    less where that would lose more than ``max_paint_lost`` of the painted foreground; 0.0
+    when the foreground is not a wall network. ``painted``: 1 foreground, 0 background,
     -1 unpainted, for the same pixels."""
     if not is_wall_network(foreground_logits, shapes):
         return 0.0
@@ -73,6 +74,6 @@ def wall_shift(
         return 0.0
     kept_now = float((painted_logits > 0).mean())
     shift = WALL_SHIFT
-    while shift < 0 and float((painted_logits + shift > 0).mean()) < kept_now - MAX_PAINT_LOST:
+    while shift < 0 and float((painted_logits + shift > 0).mean()) < kept_now - max_paint_lost:
         shift += SHIFT_STEP
     return min(shift, 0.0)
