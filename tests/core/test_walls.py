@@ -52,6 +52,13 @@ def test_a_wall_network_moves_inward_unless_its_paint_would_be_lost():
     # painted wall pixels only just called wall: the move stops before it loses them
     weak = np.where(wall.ravel(), 1.0, logits)
     assert walls.wall_shift(weak, shapes, painted) == -0.75
+    assert walls.wall_shift(weak, shapes, painted, max_paint_lost=1.0) == walls.WALL_SHIFT
+    # a few weak painted wall pixels may go (up to MAX_WALL_PAINT_LOST), more may not
+    painted_wall = np.flatnonzero(painted == 1)
+    for share, expected in ((0.03, walls.WALL_SHIFT), (0.1, -0.75)):
+        some_weak = logits.copy()
+        some_weak[painted_wall[: int(share * len(painted_wall))]] = 1.0
+        assert walls.wall_shift(some_weak, shapes, painted) == expected
     assert walls.wall_shift(logits, shapes, np.full_like(painted, -1)) == 0.0
 
 
