@@ -24,9 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from .real import DARK_HELP, error_colours, save_without_axes
+from .real import error_colours, save_without_axes
 from .records import write_results
-from .stacks import StackCase, class_cases_named, dice_on, forest_3d, train_default_3d
+from .stacks import (
+    StackCase,
+    add_stack_case_arguments,
+    class_cases_named,
+    dice_on,
+    forest_3d,
+    train_default_3d,
+)
 
 HERE = Path(__file__).resolve().parent
 #: Shifts of the foreground log-odds tried, in the slider's steps of 0.25.
@@ -137,15 +144,11 @@ def save_figure(path: Path, row: dict[str, Any], masks: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a tiny crop and model (smoke test)")
-    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="stack cases")
-    parser.add_argument("--seeds", type=int, default=2, help="paintings per case")
-    parser.add_argument("--epochs", type=int, default=12, help="training epochs (default's cap)")
+    add_stack_case_arguments(parser, DEFAULT_CASES)
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads; 1 makes a run repeatable"
     )
     parser.add_argument("--figure", type=Path, help="write a picture of the first painting here")
-    parser.add_argument("--dark", action="store_true", help=DARK_HELP)
     parser.add_argument("--name", default="border", help="results file name (without .json)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)

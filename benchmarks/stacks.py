@@ -264,6 +264,20 @@ def painted_stack(
     return stack, planes, painted, unpainted
 
 
+def add_stack_case_arguments(
+    parser: argparse.ArgumentParser, default_cases: tuple[str, ...]
+) -> None:
+    """The options of a benchmark that trains the default 3-D model on class stack cases:
+    ``--quick``, ``--cases``, ``--seeds``, ``--epochs`` and ``--dark``."""
+    from .real import DARK_HELP
+
+    parser.add_argument("--quick", action="store_true", help="a tiny crop and model (smoke test)")
+    parser.add_argument("--cases", nargs="+", default=list(default_cases), help="stack cases")
+    parser.add_argument("--seeds", type=int, default=2, help="paintings per case")
+    parser.add_argument("--epochs", type=int, default=12, help="training epochs (default's cap)")
+    parser.add_argument("--dark", action="store_true", help=DARK_HELP)
+
+
 def class_cases_named(
     parser: argparse.ArgumentParser, names: list[str], dark: bool
 ) -> list[StackCase]:

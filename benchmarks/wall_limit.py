@@ -26,9 +26,15 @@ import numpy as np
 
 from napari_unetseg.core.walls import background_split, wall_shift
 
-from .real import DARK_HELP
 from .records import write_results
-from .stacks import StackCase, class_cases_named, dice_on, forest_3d, train_default_3d
+from .stacks import (
+    StackCase,
+    add_stack_case_arguments,
+    class_cases_named,
+    dice_on,
+    forest_3d,
+    train_default_3d,
+)
 
 HERE = Path(__file__).resolve().parent
 #: Shares of the painted foreground the move may turn to background.
@@ -98,12 +104,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a tiny crop and model (smoke test)")
-    parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="stack cases")
-    parser.add_argument("--seeds", type=int, default=2, help="paintings per case")
-    parser.add_argument("--epochs", type=int, default=12, help="training epochs (default's cap)")
+    add_stack_case_arguments(parser, DEFAULT_CASES)
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--dark", action="store_true", help=DARK_HELP)
     parser.add_argument("--name", default="wall_limit", help="results file name (without .json)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
