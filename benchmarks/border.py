@@ -29,7 +29,7 @@ from .records import write_results
 from .stacks import (
     StackCase,
     add_stack_case_arguments,
-    class_cases_named,
+    class_stacks_named,
     dice_on,
     forest_3d,
     train_default_3d,
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="border", help="results file name (without .json)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
-    cases = class_cases_named(parser, args.cases, args.dark)
+    cases = class_stacks_named(parser, args.cases, args.dark)
     epochs = 1 if args.quick else args.epochs
     rows: list[dict[str, Any]] = []
     for case in cases:

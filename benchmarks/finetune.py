@@ -29,7 +29,7 @@ from napari_unetseg.core.metrics import dice
 from napari_unetseg.core.prior import output_bias
 
 from .painting import paint_region, paint_strokes
-from .real import CASES, load_case
+from .real import CASES, class_cases_named, load_case
 from .records import load_average, write_results
 from .suite import machine_info
 
@@ -124,10 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="finetune", help="results file name (without .json)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
-    known = {c.name for c in CASES if not c.objects and c.scribbles is None}
-    unknown = [name for name in args.cases if name not in known]
-    if unknown:
-        parser.error(f"not a 2-D class case: {unknown}; choose from {sorted(known)}")
+    class_cases_named(parser, args.cases)
     machine = machine_info()
     results = [
         run_case(name, way, args.rounds, args.quick) for name in args.cases for way in args.ways

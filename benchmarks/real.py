@@ -121,6 +121,18 @@ def darkened(case: CaseT) -> CaseT:
     return dataclasses.replace(case, name=f"{case.name}, dark", dark=True)
 
 
+def class_cases_named(
+    parser: argparse.ArgumentParser, names: list[str], dark: bool = False
+) -> list[RealCase]:
+    """The 2-D class cases of ``names`` (simulated paint, no objects), inverted when ``dark``;
+    a usage error for a name that is none of them."""
+    known = {c.name: c for c in CASES if not c.objects and c.scribbles is None}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        parser.error(f"not a 2-D class case: {unknown}; choose from {sorted(known)}")
+    return [darkened(known[name]) if dark else known[name] for name in names]
+
+
 def inverted(image: np.ndarray) -> np.ndarray:
     """The image with bright and dark swapped, in its own dtype."""
     return np.asarray(image.max() - image, dtype=image.dtype)

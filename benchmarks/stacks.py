@@ -224,6 +224,13 @@ def otsu_3d(image: np.ndarray, painted: np.ndarray, sigma: float = 0.0) -> np.nd
 # --------------------------------------------------------------------------- scoring
 
 
+def foreground_log_odds(segmenter: Segmenter, image: np.ndarray) -> np.ndarray:
+    """A two-class model's foreground log-odds on ``image``, from its predicted probabilities:
+    adding a shift to them is moving the border by that shift."""
+    probability = segmenter.predict_proba(image)[1].astype(np.float64)
+    return np.log(np.clip(probability, 1e-6, 1)) - np.log(np.clip(1 - probability, 1e-6, 1))
+
+
 def dice_on(predicted: np.ndarray, truth: np.ndarray, where: np.ndarray) -> float:
     p, t = predicted[where], truth[where]
     total = p.sum() + t.sum()
@@ -278,7 +285,7 @@ def add_stack_case_arguments(
     parser.add_argument("--dark", action="store_true", help=DARK_HELP)
 
 
-def class_cases_named(
+def class_stacks_named(
     parser: argparse.ArgumentParser, names: list[str], dark: bool
 ) -> list[StackCase]:
     """The class (not object) stack cases of ``names``, inverted when ``dark``; a usage error
@@ -299,10 +306,16 @@ class TrainedOnStack:
     stack: Stack
     painted: np.ndarray
     unpainted: np.ndarray  # a bool per plane
-    scored: np.ndarray  # a bool per voxel: the unpainted planes
     segmenter: Segmenter
     history: TrainingHistory
     train_seconds: float
+
+    @property
+    def scored(self) -> np.ndarray:
+        """A bool per voxel: the unpainted planes, where every contender is scored."""
+        scored = np.zeros(self.stack.image.shape, bool)
+        scored[self.unpainted] = True
+        return scored
 
 
 def train_default_3d(
@@ -311,15 +324,13 @@ def train_default_3d(
     """The default 3-D model (``quick``: a tiny one), trained ``epochs`` epochs on the painting
     ``seed`` of ``case``."""
     stack, _planes, painted, unpainted = painted_stack(case, seed, quick)
-    scored = np.zeros(stack.image.shape, bool)
-    scored[unpainted] = True
     size = {"base_width": 4, "depth": 2} if quick else {}
     segmenter = Segmenter.create(spatial_dims=3, voxel_size=case.voxel_size, **size)
     config = TrainConfig(max_seconds=None, max_epochs=epochs, threads=threads)
     started = time.perf_counter()
     history = segmenter.train(stack.image, painted, config, progress=False)
     seconds = time.perf_counter() - started
-    return TrainedOnStack(stack, painted, unpainted, scored, segmenter, history, seconds)
+    return TrainedOnStack(stack, painted, unpainted, segmenter, history, seconds)
 
 
 def run_stack_case(

@@ -30,8 +30,9 @@ from .records import write_results
 from .stacks import (
     StackCase,
     add_stack_case_arguments,
-    class_cases_named,
+    class_stacks_named,
     dice_on,
+    foreground_log_odds,
     forest_3d,
     train_default_3d,
 )
@@ -51,8 +52,7 @@ def replay(
     stack, painted, scored = run.stack, run.painted, run.scored
     segmenter, history = run.segmenter, run.history
     as_trained = segmenter.segment(stack.image) == 1
-    probability = segmenter.predict_proba(stack.image)[1].astype(np.float64)
-    logits = np.log(np.clip(probability, 1e-6, 1)) - np.log(np.clip(1 - probability, 1e-6, 1))
+    logits = foreground_log_odds(segmenter, stack.image)
     unmoved = logits - (history.wall_shift or 0.0)
     paint = painted.astype(np.int64).ravel() - 1  # 1 foreground, 0 background, -1 unpainted
     moves = {
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="wall_limit", help="results file name (without .json)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
-    cases = class_cases_named(parser, args.cases, args.dark)
+    cases = class_stacks_named(parser, args.cases, args.dark)
     epochs = 1 if args.quick else args.epochs
     rows = []
     for case in cases:

@@ -24,9 +24,9 @@ from napari_unetseg.core import Segmenter, TrainConfig
 from napari_unetseg.core.walls import background_split
 
 from .painting import paint_region, paint_strokes
-from .real import CASES, DARK_HELP, RealCase, darkened, forest, load_case
+from .real import DARK_HELP, RealCase, class_cases_named, forest, load_case
 from .records import write_results
-from .stacks import dice_on
+from .stacks import dice_on, foreground_log_odds
 
 HERE = Path(__file__).resolve().parent
 SHIFTS = (-3.0, -2.0, -1.5, -1.0, -0.5, 0.0)
@@ -55,8 +55,7 @@ def sweep(case: RealCase, seed: int, *, quick: bool, threads: int | None) -> dic
     started = time.perf_counter()
     history = segmenter.train(data.image, painted, config, progress=False)
     trained = time.perf_counter() - started
-    probability = segmenter.predict_proba(data.image)[1].astype(np.float64)
-    logits = np.log(np.clip(probability, 1e-6, 1)) - np.log(np.clip(1 - probability, 1e-6, 1))
+    logits = foreground_log_odds(segmenter, data.image)
     unmoved = logits - (history.wall_shift or 0.0)
     return {
         "case": case.name,
@@ -109,13 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="walls", help="results file name (without .json)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
-    known = {c.name for c in CASES if not c.objects and c.scribbles is None}
-    unknown = [name for name in args.cases if name not in known]
-    if unknown:
-        parser.error(f"unknown cases {unknown}; choose from {sorted(known)}")
-    cases = [next(c for c in CASES if c.name == name) for name in args.cases]
-    if args.dark:
-        cases = [darkened(c) for c in cases]
+    cases = class_cases_named(parser, args.cases, args.dark)
     rows = []
     for case in cases:
         for seed in range(args.seeds):
