@@ -1,6 +1,7 @@
 """The wall step on the 2-D real images: Dice at each border move, and what tells walls apart.
 
-    python -m benchmarks.walls [--cases NAME ...] [--seeds 3] [--threads 2]
+    python -m benchmarks.walls [--cases NAME ...] [--seeds 3] [--threads 2] [--dark]
+        [--training-seeds 1] [--start auto|random]
 
 After training, a two-class model whose foreground cuts each plane's background into pieces
 moves its border inward (``core/walls.py``). For each case and painting of
@@ -8,7 +9,10 @@ moves its border inward (``core/walls.py``). For each case and painting of
 step's move back out of its foreground log-odds, and scores the unpainted half at each
 shift, beside the move training took and the forest. It also gives the share of the
 background outside its largest piece (``walls.background_split``) of the unmoved result,
-which decides whether the step applies. Writes ``benchmarks/results/walls.json``.
+which decides whether the step applies. ``--training-seeds`` trains each painting that many
+times (training seeds 0, 1, ...), and ``--start random`` starts from random weights instead of
+the shipped starting weights (``core/starting_weights.py``). Writes
+``benchmarks/results/walls.json``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from napari_unetseg.core import Segmenter, TrainConfig
+from napari_unetseg.core.starting_weights import Start
 from napari_unetseg.core.walls import background_split
 
 from .painting import paint_region, paint_strokes
@@ -39,8 +44,17 @@ DEFAULT_CASES = (
 )
 
 
-def sweep(case: RealCase, seed: int, *, quick: bool, threads: int | None) -> dict[str, Any]:
-    """One painting: Dice at each shift of the unmoved foreground log-odds, and the forest's."""
+def sweep(
+    case: RealCase,
+    seed: int,
+    *,
+    quick: bool,
+    threads: int | None,
+    training_seed: int = 0,
+    start: Start = "auto",
+) -> dict[str, Any]:
+    """One painting and training: Dice at each shift of the unmoved foreground log-odds, and
+    the forest's."""
     data = load_case(case, quick)
     painted = paint_strokes(
         data.foreground,
@@ -50,8 +64,13 @@ def sweep(case: RealCase, seed: int, *, quick: bool, threads: int | None) -> dic
     )
     scored = ~paint_region(data.foreground.shape)
     size = {"base_width": 4, "depth": 2} if quick else {}
-    segmenter = Segmenter.create(**size)
-    config = TrainConfig(max_seconds=None, threads=threads, **({"max_epochs": 1} if quick else {}))
+    segmenter = Segmenter.create(seed=training_seed, start=start, **size)
+    config = TrainConfig(
+        max_seconds=None,
+        threads=threads,
+        seed=training_seed,
+        **({"max_epochs": 1} if quick else {}),
+    )
     started = time.perf_counter()
     history = segmenter.train(data.image, painted, config, progress=False)
     trained = time.perf_counter() - started
@@ -60,6 +79,8 @@ def sweep(case: RealCase, seed: int, *, quick: bool, threads: int | None) -> dic
     return {
         "case": case.name,
         "seed": seed,
+        "training_seed": training_seed,
+        "start": start,
         "steps": history.steps,
         "train_seconds": round(trained, 1),
         "wall_shift_by_training": history.wall_shift,
@@ -78,6 +99,14 @@ def sweep(case: RealCase, seed: int, *, quick: bool, threads: int | None) -> dic
     }
 
 
+def painting_suffix(row: dict[str, Any]) -> str:
+    """ ", training 1" and ", random start" where a row has them."""
+    seed = row.get("training_seed", 0)
+    return (f", training {seed}" if seed else "") + (
+        ", random start" if row.get("start") == "random" else ""
+    )
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     shifts = " | ".join(f"{s:+.1f}" for s in SHIFTS)
     lines = [
@@ -91,7 +120,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         moves = r.get("border_shift_by_training") or 0.0
         unmoved = r.get("dice_without_border_steps", float("nan"))
         lines.append(
-            f"| {r['case']} | {r['seed']} | {r['background_split']:.3f} | {cells} | "
+            f"| {r['case']} | {r['seed']}{painting_suffix(r)} | {r['background_split']:.3f} | {cells} | "
             f"{r['dice_as_trained']:.3f} ({move:+.2f}) | {unmoved:.3f} ({moves:+.2f}) | "
             f"{r['forest_dice']:.3f} |"
         )
@@ -105,6 +134,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3, help="paintings per case")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--dark", action="store_true", help=DARK_HELP)
+    parser.add_argument("--training-seeds", type=int, default=1, help="trainings per painting")
+    parser.add_argument(
+        "--start",
+        choices=("auto", "random"),
+        default="auto",
+        help="the weights training starts from",
+    )
     parser.add_argument("--name", default="walls", help="results file name (without .json)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
@@ -112,8 +148,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for case in cases:
         for seed in range(args.seeds):
-            rows.append(sweep(case, seed, quick=args.quick, threads=args.threads))
-            print(table(rows[-1:]).splitlines()[-1], flush=True)
+            for training_seed in range(args.training_seeds):
+                row = sweep(
+                    case,
+                    seed,
+                    quick=args.quick,
+                    threads=args.threads,
+                    training_seed=training_seed,
+                    start=args.start,
+                )
+                rows.append(row)
+                print(table(rows[-1:]).splitlines()[-1], flush=True)
     print(table(rows))
     write_results(args.out, args.name, args.quick, {"shifts": list(SHIFTS), "rows": rows})
     return 0

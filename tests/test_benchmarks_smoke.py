@@ -281,9 +281,11 @@ def test_quick_walls_benchmark_sweeps_the_unmoved_border_beside_the_forest(tmp_p
         assert 0 <= row["background_split"] <= 1 and 0 <= row["forest_dice"] <= 1
         assert 0 <= row["dice_without_border_steps"] <= 1
     argv = ["--quick", "--seeds", "1", "--dark", "--cases", cases[0], "--out", str(tmp_path)]
-    assert main(argv) == 0
-    (row,) = json.loads((tmp_path / "walls-quick.json").read_text())["rows"]
-    assert row["case"] == "maize cell walls, dark"
+    assert main([*argv, "--training-seeds", "2", "--start", "random"]) == 0
+    rows = json.loads((tmp_path / "walls-quick.json").read_text())["rows"]
+    assert [r["case"] for r in rows] == ["maize cell walls, dark"] * 2
+    assert [(r["training_seed"], r["start"]) for r in rows] == [(0, "random"), (1, "random")]
+    assert ", training 1, random start |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["--quick", "--cases", "no such image"])
 
